@@ -1,0 +1,233 @@
+"""Episodic task construction: :class:`Episode` and :class:`EpisodeSampler`.
+
+An *episode* (a few-shot task) has a support set to adapt on and a query set to
+score on.  :class:`EpisodeSampler` draws N-way K-shot Q-query episodes from any
+label array, deterministically for a seed, and refuses bad input loudly instead
+of handing back a smaller episode than was asked for.
+"""
+from __future__ import annotations
+
+import numbers
+from collections import Counter
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Hashable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["Episode", "EpisodeSampler", "stack_episodes"]
+
+
+def _move(x: Any, device: torch.device | str) -> Any:
+    return x.to(device) if isinstance(x, torch.Tensor) else x
+
+
+@dataclass
+class Episode:
+    """One few-shot task (or a stack of B tasks with a leading task dimension).
+
+    Labels are remapped to ``0..n_way-1``; ``classes[j]`` is the original class
+    behind new label ``j``.  ``support_x``/``query_x`` are tensors, or lists of
+    strings for text episodes, or index tensors when the sampler has no data.
+    """
+
+    support_x: Any
+    support_y: torch.Tensor
+    query_x: Any
+    query_y: torch.Tensor
+    classes: list = field(default_factory=list)
+    support_idx: torch.Tensor | None = None
+    query_idx: torch.Tensor | None = None
+
+    @property
+    def n_way(self) -> int:
+        """Number of classes in the episode."""
+        return int(self.support_y.max().item()) + 1
+
+    @property
+    def batched(self) -> bool:
+        """True when the episode holds a stack of tasks (leading task dim)."""
+        return self.support_y.dim() == 2
+
+    def to(self, device: torch.device | str) -> "Episode":
+        """Return a copy with every tensor moved to ``device``."""
+        return replace(self, **{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
+
+    def tensors(self) -> tuple:
+        """``(support_x, support_y, query_x, query_y)``, ready for ``meta_loss``."""
+        return self.support_x, self.support_y, self.query_x, self.query_y
+
+
+def stack_episodes(episodes: Sequence[Episode]) -> Episode:
+    """Stack B episodes into (B, N*K, ...) / (B, N*Q, ...) tensors for ``vmap``.
+
+    Text episodes (lists of strings) stack into a list of lists.
+    """
+    if len(episodes) == 0:
+        raise ValueError("stack_episodes: got an empty list of episodes")
+    shapes = {tuple(e.support_y.shape) + tuple(e.query_y.shape) for e in episodes}
+    if len(shapes) != 1:
+        raise ValueError(f"stack_episodes: episodes have different sizes {sorted(shapes)}")
+
+    def cat(name: str) -> Any:
+        vals = [getattr(e, name) for e in episodes]
+        if vals[0] is None:
+            return None
+        if isinstance(vals[0], torch.Tensor):
+            return torch.stack(vals)
+        return list(vals)
+
+    return Episode(
+        support_x=cat("support_x"), support_y=cat("support_y"),
+        query_x=cat("query_x"), query_y=cat("query_y"),
+        classes=[e.classes for e in episodes],
+        support_idx=cat("support_idx"), query_idx=cat("query_idx"),
+    )
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _index(data: Any, idx: np.ndarray) -> Any:
+    if isinstance(data, torch.Tensor):
+        return data[torch.as_tensor(idx, dtype=torch.long, device=data.device)]
+    if isinstance(data, np.ndarray):
+        return torch.as_tensor(data[idx])
+    return [data[i] for i in idx]
+
+
+class EpisodeSampler:
+    """Draw N-way K-shot Q-query episodes from a label array.
+
+    Args:
+        labels: one label per example (ints or strings).
+        n_way: classes per episode (N).
+        k_shot: support examples per class (K).
+        n_query: query examples per class (Q).
+        data: optional inputs aligned with ``labels`` (tensor, array or list,
+            e.g. sentences).  Without it, episodes carry example indices.
+        classes: restrict sampling to these classes (e.g. a split's train classes).
+        num_episodes: length of iteration; ``None`` iterates forever.
+        seed: episode ``i`` depends only on ``(seed, i)``, so runs are reproducible
+            and ``sampler.episode(i)`` is random access.
+        drop_small_classes: skip classes with fewer than K+Q examples instead of
+            raising.
+
+    Raises:
+        TypeError / ValueError naming the parameter or class at fault.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[Hashable] | np.ndarray | torch.Tensor,
+        n_way: int,
+        k_shot: int,
+        n_query: int,
+        *,
+        data: Any = None,
+        classes: Sequence[Hashable] | None = None,
+        num_episodes: int | None = None,
+        seed: int = 0,
+        drop_small_classes: bool = False,
+    ) -> None:
+        self.n_way = _check_count("n_way", n_way)
+        self.k_shot = _check_count("k_shot", k_shot)
+        self.n_query = _check_count("n_query", n_query)
+        if num_episodes is not None:
+            num_episodes = _check_count("num_episodes", num_episodes)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+        self.num_episodes, self.seed = num_episodes, int(seed)
+
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
+            raise TypeError(f"labels must be a sequence of class labels, got {type(labels).__name__}")
+        labels = list(labels.tolist() if isinstance(labels, np.ndarray) else labels)
+        if len(labels) == 0:
+            raise ValueError("labels is empty")
+        for i, lab in enumerate(labels):
+            if isinstance(lab, float) or not isinstance(lab, Hashable) or isinstance(lab, bool):
+                raise TypeError(f"labels[{i}] = {lab!r} is not an int or string class label")
+        if data is not None and len(data) != len(labels):
+            raise ValueError(f"data has {len(data)} items but labels has {len(labels)}")
+        self.labels, self.data = labels, data
+
+        counts = Counter(labels)
+        if classes is None:
+            classes = sorted(counts, key=lambda c: (str(type(c)), c))
+        else:
+            classes = list(classes)
+            missing = [c for c in classes if c not in counts]
+            if missing:
+                raise ValueError(f"classes: {missing[:5]!r} do not occur in labels")
+            if len(set(classes)) != len(classes):
+                raise ValueError("classes contains duplicates")
+        need = self.k_shot + self.n_query
+        small = [c for c in classes if counts[c] < need]
+        if small and not drop_small_classes:
+            c = small[0]
+            raise ValueError(
+                f"class {c!r} has {counts[c]} examples, fewer than k_shot + n_query = {need} "
+                f"({len(small)} class(es) too small: {small[:5]!r}); lower k_shot/n_query "
+                "or pass drop_small_classes=True")
+        self.classes = [c for c in classes if c not in set(small)]
+        if self.n_way > len(self.classes):
+            raise ValueError(
+                f"n_way={self.n_way} is larger than the number of usable classes "
+                f"({len(self.classes)}, each with >= {need} examples)")
+        where: dict = {c: [] for c in self.classes}
+        for i, lab in enumerate(labels):
+            if lab in where:
+                where[lab].append(i)
+        self._where = {c: np.asarray(v) for c, v in where.items()}
+
+    def __len__(self) -> int:
+        if self.num_episodes is None:
+            raise TypeError("this sampler is endless (num_episodes=None)")
+        return self.num_episodes
+
+    def episode(self, i: int) -> Episode:
+        """The ``i``-th episode; depends only on ``(seed, i)``."""
+        rng = np.random.default_rng([self.seed, int(i)])
+        chosen = rng.choice(len(self.classes), size=self.n_way, replace=False)
+        s_idx, q_idx = [], []
+        for c in chosen:
+            pool = self._where[self.classes[c]]
+            pick = rng.choice(len(pool), size=self.k_shot + self.n_query, replace=False)
+            s_idx.append(pool[pick[: self.k_shot]])
+            q_idx.append(pool[pick[self.k_shot:]])
+        s_idx, q_idx = np.concatenate(s_idx), np.concatenate(q_idx)
+        sy = torch.arange(self.n_way).repeat_interleave(self.k_shot)
+        qy = torch.arange(self.n_way).repeat_interleave(self.n_query)
+        s_t, q_t = torch.as_tensor(s_idx), torch.as_tensor(q_idx)
+        sx = s_t if self.data is None else _index(self.data, s_idx)
+        qx = q_t if self.data is None else _index(self.data, q_idx)
+        return Episode(sx, sy, qx, qy, [self.classes[c] for c in chosen], s_t, q_t)
+
+    def batch(self, batch_size: int, start: int = 0) -> Episode:
+        """Episodes ``start .. start+batch_size-1`` stacked with a leading task dim."""
+        batch_size = _check_count("batch_size", batch_size)
+        return stack_episodes([self.episode(start + b) for b in range(batch_size)])
+
+    def batches(self, batch_size: int) -> Iterator[Episode]:
+        """Iterate stacked meta-batches (endless unless ``num_episodes`` is set)."""
+        i = 0
+        while self.num_episodes is None or i + batch_size <= self.num_episodes:
+            yield self.batch(batch_size, start=i)
+            i += batch_size
+
+    def __iter__(self) -> Iterator[Episode]:
+        i = 0
+        while self.num_episodes is None or i < self.num_episodes:
+            yield self.episode(i)
+            i += 1
+
+    def __repr__(self) -> str:
+        return (f"EpisodeSampler(n_way={self.n_way}, k_shot={self.k_shot}, n_query={self.n_query}, "
+                f"classes={len(self.classes)}, num_episodes={self.num_episodes}, seed={self.seed})")
