@@ -1,9 +1,24 @@
-"""metabook: meta-learning for NLP pre-training, on torch.func."""
+"""metabook: meta-learning for NLP pre-training, on torch.func.
+
+Layers, in import order: data -> tasks -> models/encoders -> algorithms -> training -> viz.
+"""
 from metabook.device import by_device, default_device, seed_everything
 from metabook.tasks import Episode, EpisodeSampler, stack_episodes
+from metabook.data.sinusoid import SinusoidTasks
+from metabook.data.registry import (REGISTRY, ChecksumError, DataFormatError, DataUnavailableError,
+                                    fetch)
+from metabook.data.intents import (IntentDataset, load_dataset, load_official, load_unlabeled)
+from metabook.models import mlp, sinusoid_mlp
+from metabook.algorithms import (ANIL, MAML, InContextLearner, MetaSGD, ProtoNet, Reptile,
+                                 check_functional, prototypes)
 
 __version__ = "0.1.0"
 __all__ = [
     "by_device", "default_device", "seed_everything",
     "Episode", "EpisodeSampler", "stack_episodes",
+    "SinusoidTasks", "REGISTRY", "fetch", "ChecksumError", "DataFormatError", "DataUnavailableError",
+    "IntentDataset", "load_dataset", "load_official", "load_unlabeled",
+    "mlp", "sinusoid_mlp",
+    "MAML", "ANIL", "MetaSGD", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
+    "check_functional",
 ]

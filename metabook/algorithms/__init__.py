@@ -1,0 +1,10 @@
+"""Meta-learning algorithms: metric (ProtoNet), optimization (MAML, FOMAML, ANIL,
+Reptile, Meta-SGD) and model-based (InContextLearner)."""
+from metabook.algorithms.maml import ANIL, MAML, check_functional
+from metabook.algorithms.metasgd import MetaSGD
+from metabook.algorithms.model_based import InContextLearner
+from metabook.algorithms.protonet import ProtoNet, prototypes
+from metabook.algorithms.reptile import Reptile
+
+__all__ = ["MAML", "ANIL", "MetaSGD", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
+           "check_functional"]

@@ -1,0 +1,18 @@
+"""Data: the dataset registry (pinned, verified downloads), intent datasets, sinusoid tasks."""
+from metabook.data.registry import (
+    DEFAULT_BASE_URL, REGISTRY, ChecksumError, DataError, DataFile, DataFormatError,
+    DataUnavailableError, default_cache_dir, fetch, fetch_all,
+)
+from metabook.data.intents import (
+    DATASETS, ClassSplit, IntentDataset, LabeledTexts, OfficialSplits, load_dataset,
+    load_official, load_unlabeled,
+)
+from metabook.data.sinusoid import SinusoidTasks
+
+__all__ = [
+    "REGISTRY", "DataFile", "DEFAULT_BASE_URL", "fetch", "fetch_all", "default_cache_dir",
+    "DataError", "DataUnavailableError", "ChecksumError", "DataFormatError",
+    "DATASETS", "IntentDataset", "ClassSplit", "LabeledTexts", "OfficialSplits",
+    "load_dataset", "load_official", "load_unlabeled",
+    "SinusoidTasks",
+]

@@ -1,0 +1,229 @@
+"""MAML meta-step speed: metabook (torch.func + vmap) against higher and a plain autograd loop.
+
+Workload (Finn et al. 2017 sinusoid): meta-batch 25, K = 10 support and 10 query
+points, 5 inner SGD steps, a 1-40-40-1 ReLU MLP, one Adam outer step.  Every
+method gets the same model initialization and the same tasks.  Timings are
+interleaved round-robin in one process and reported as medians; peak memory is
+measured in a fresh subprocess per method (CPU: peak RSS growth; CUDA: peak
+allocated).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from metabook.algorithms.maml import MAML
+from metabook.data.sinusoid import SinusoidTasks
+from metabook.device import default_device
+from metabook.models import sinusoid_mlp
+
+METHODS = ("metabook", "metabook-fo", "autograd", "higher")
+
+
+def _unrolled_loss(model, ep, lr, steps) -> torch.Tensor:
+    losses = []
+    for sx, sy, qx, qy in zip(*ep.tensors()):
+        fast = dict(model.named_parameters())
+        for _ in range(steps):
+            loss = F.mse_loss(torch.func.functional_call(model, fast, (sx,)), sy)
+            gs = torch.autograd.grad(loss, list(fast.values()), create_graph=True)
+            fast = {n: p - lr * g for (n, p), g in zip(fast.items(), gs)}
+        losses.append(F.mse_loss(torch.func.functional_call(model, fast, (qx,)), qy))
+    return torch.stack(losses).mean()
+
+
+def _higher_loss(model, ep, lr, steps) -> torch.Tensor:
+    import higher
+
+    inner_opt = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    for sx, sy, qx, qy in zip(*ep.tensors()):
+        with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False) as (fmodel, diffopt):
+            for _ in range(steps):
+                diffopt.step(F.mse_loss(fmodel(sx), sy))
+            losses.append(F.mse_loss(fmodel(qx), qy))
+    return torch.stack(losses).mean()
+
+
+def make_step(method: str, model: torch.nn.Module, lr: float, steps: int) -> Callable:
+    """A function ``loss_fn(episode) -> meta-loss`` for ``method``."""
+    if method in ("metabook", "metabook-fo"):
+        maml = MAML(model, lr, steps, first_order=method == "metabook-fo", loss_fn=F.mse_loss)
+        return lambda ep: maml.meta_loss(*ep.tensors())
+    if method == "autograd":
+        return lambda ep: _unrolled_loss(model, ep, lr, steps)
+    if method == "higher":
+        return lambda ep: _higher_loss(model, ep, lr, steps)
+    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+def _setup(args, method, device):
+    torch.manual_seed(args.seed)
+    model = sinusoid_mlp().to(device)
+    fn = make_step(method, model, args.inner_lr, args.inner_steps)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    return model, fn, opt
+
+
+def _meta_step(model, fn, opt, ep) -> None:
+    opt.zero_grad(set_to_none=True)
+    fn(ep).backward()
+    opt.step()
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def meta_gradients(args, device) -> dict[str, list[torch.Tensor]]:
+    """Meta-gradients of each available method on the same model and tasks."""
+    ep = SinusoidTasks(seed=args.seed).batch(args.meta_batch, args.k_shot, args.k_shot, 0, device)
+    out = {}
+    for m in args.methods:
+        model, fn, _ = _setup(args, m, device)
+        out[m] = [g.detach().cpu() for g in torch.autograd.grad(fn(ep), list(model.parameters()))]
+    return out
+
+
+def time_methods(args, device) -> dict[str, list[float]]:
+    """Per-step wall times (ms), methods interleaved round-robin."""
+    tasks = SinusoidTasks(seed=args.seed)
+    setups = {m: _setup(args, m, device) for m in args.methods}
+    eps = [tasks.batch(args.meta_batch, args.k_shot, args.k_shot, i, device) for i in range(args.warmup + args.repeats)]
+    times = {m: [] for m in args.methods}
+    for i, ep in enumerate(eps):
+        for m in (args.methods if i % 2 == 0 else args.methods[::-1]):
+            _sync(device)
+            t = time.perf_counter()
+            _meta_step(*setups[m], ep)
+            _sync(device)
+            if i >= args.warmup:
+                times[m].append(1e3 * (time.perf_counter() - t))
+    return times
+
+
+def _rss_kib() -> int:
+    """Current resident set size (KiB) from /proc (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_memory_child(args) -> None:
+    """Run in a subprocess: print peak memory growth (MiB) of a few meta-steps of one method."""
+    device = torch.device(args.device)
+    tasks = SinusoidTasks(seed=args.seed)
+    model, fn, opt = _setup(args, args.memory_child, device)
+    ep = tasks.batch(args.meta_batch, args.k_shot, args.k_shot, 0, device)
+    import resource
+
+    _meta_step(model, fn, opt, ep)  # warm up allocator, lazy imports
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_kib() * 1024
+    for i in range(3):
+        _meta_step(model, fn, opt, tasks.batch(args.meta_batch, args.k_shot, args.k_shot, i + 1, device))
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    print(json.dumps({"peak_mib": max(peak, 0) / 2**20}))
+
+
+def peak_memory(args, method: str, device) -> float | None:
+    cmd = [sys.executable, "-m", "metabook.bench", "speed", "--memory-child", method, "--device", str(device),
+           "--meta-batch", str(args.meta_batch), "--k-shot", str(args.k_shot),
+           "--inner-steps", str(args.inner_steps), "--seed", str(args.seed)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+    if res.returncode != 0:
+        print(f"[speed] memory run for {method} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--meta-batch", type=int, default=25)
+    p.add_argument("--k-shot", type=int, default=10)
+    p.add_argument("--inner-steps", type=int, default=5)
+    p.add_argument("--inner-lr", type=float, default=0.01)
+    p.add_argument("--repeats", type=int, default=30, help="timed meta-steps per method")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="default: CUDA if available, else CPU")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--out", default="benchmarks/results/maml_speed.json")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.memory_child:
+        peak_memory_child(args)
+        return 0
+    device = torch.device(args.device) if args.device else default_device()
+    if "higher" in args.methods:
+        try:
+            import higher  # noqa: F401
+        except ImportError:
+            print("[speed] higher is not installed; skipping it (pip install higher)", file=sys.stderr)
+            args.methods = [m for m in args.methods if m != "higher"]
+    grads = meta_gradients(args, device)
+    ref = grads["autograd"] if "autograd" in grads else grads[args.methods[0]]
+    max_diff = {m: max(float((a - b).abs().max()) for a, b in zip(g, ref)) for m, g in grads.items()}
+    times = time_methods(args, device)
+    med = {m: statistics.median(t) for m, t in times.items()}
+    mem = {m: peak_memory(args, m, device) for m in args.methods}
+    base = med.get("higher", med.get("autograd"))
+    rows = []
+    for m in args.methods:
+        rows.append({"method": m, "median_ms": med[m], "speedup_vs_higher": base / med[m] if "higher" in med else None,
+                     "speedup_vs_autograd": med["autograd"] / med[m] if "autograd" in med else None,
+                     "peak_mib": mem[m], "max_abs_grad_diff_vs_autograd": max_diff[m]})
+    result = {
+        "benchmark": "maml_speed", "command": "python -m metabook.bench speed " + " ".join(sys.argv[2:]),
+        "workload": {"family": "sinusoid", "meta_batch": args.meta_batch, "k_shot": args.k_shot, "k_query": args.k_shot,
+                     "inner_steps": args.inner_steps, "inner_lr": args.inner_lr, "model": "1-40-40-1 MLP",
+                     "outer": "Adam 1e-3", "order": "second (metabook-fo: first)"},
+        "repeats": args.repeats, "seed": args.seed, "rows": rows, "raw_ms": times,
+        "versions": {"torch": torch.__version__, "python": platform.python_version(), "higher": _version("higher")},
+        "hardware": {"device": str(device), "cpu": platform.processor() or platform.machine(),
+                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                     "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},
+    }
+    print("| method | median ms/meta-step | x vs higher | x vs autograd | peak MiB | max |grad diff| |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        fmt = lambda v, f: "n/a" if v is None else format(v, f)
+        print(f"| {r['method']} | {r['median_ms']:.1f} | {fmt(r['speedup_vs_higher'], '.1f')} | "
+              f"{fmt(r['speedup_vs_autograd'], '.1f')} | {fmt(r['peak_mib'], '.1f')} | "
+              f"{r['max_abs_grad_diff_vs_autograd']:.1e} |")
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(pkg)
+    except Exception:
+        return None
