@@ -5,4 +5,6 @@ Each command lives in its own module with ``add_arguments(parser)`` and ``run(ar
 COMMANDS = {
     "speed": "metabook.bench.speed",
     "encoder": "metabook.bench.encoder",
+    "episodic": "metabook.bench.episodic",
+    "fullway": "metabook.bench.fullway",
 }

@@ -1,0 +1,341 @@
+"""Episodic N-way K-shot intent detection (ProtAugment protocol), frozen vs meta-trained MiniLM.
+
+For each class split: meta-train on the split's *train* classes, select the
+checkpoint on its *valid* classes, and test on its *test* classes with
+``--episodes`` episodes per K.  Reports the mean accuracy with a 95% CI over all
+test episodes of all splits.  ``--data`` takes a registered name or any folder
+in the ProtAugment layout.
+
+Algorithms:
+
+* ``frozen`` -- nearest prototype on frozen MiniLM embeddings (no training);
+* ``protonet`` -- ProtoNet meta-training that fine-tunes the MiniLM encoder itself;
+* ``maml``, ``fomaml``, ``anil``, ``metasgd``, ``reptile`` -- a linear head on frozen
+  MiniLM embeddings, meta-learned with the named algorithm (the head is
+  initialized from the prototypes, as in Triantafillou et al.'s Proto-MAML, so
+  every method starts from the frozen baseline's decision rule).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from metabook.algorithms import MAML, ANIL, MetaSGD, ProtoNet, Reptile, prototypes
+from metabook.data.intents import IntentDataset, load_dataset
+from metabook.device import by_device, default_device, seed_everything
+from metabook.tasks import EpisodeSampler
+from metabook.train import mean_ci
+
+ALGOS = ("frozen", "protonet", "maml", "fomaml", "anil", "metasgd", "reptile")
+
+
+class LeakError(RuntimeError):
+    """A meta-training episode used a class outside the split's train classes."""
+
+
+def train_sampler(ds: IntentDataset, split_id: str, n_way: int, k_shot: int, n_query: int,
+                  seed: int) -> EpisodeSampler:
+    """Text episodes over the split's train classes only (never valid or test)."""
+    sampler = ds.episodes(split_id, "train", n_way, k_shot, n_query, seed=seed)
+    allowed = set(ds.split(split_id).train)
+    if not set(sampler.classes) <= allowed:
+        raise LeakError(f"split {split_id}: meta-training sampler has classes outside train")
+    return sampler
+
+
+def _check_episode(classes, allowed: set) -> None:
+    bad = [c for c in classes if c not in allowed]
+    if bad:
+        raise LeakError(f"meta-training episode uses non-train classes {bad}")
+
+
+def encode_classes(encoder, ds: IntentDataset, classes: list[str], cache) -> tuple[torch.Tensor, np.ndarray]:
+    """Embeddings and labels of every utterance of ``classes``."""
+    keep = set(classes)
+    idx = [i for i, lab in enumerate(ds.labels) if lab in keep]
+    emb = encoder.encode([ds.texts[i] for i in idx], cache=cache)
+    return emb, np.asarray([ds.labels[i] for i in idx])
+
+
+def test_accuracies(predict: Callable, emb: torch.Tensor, labels: np.ndarray, n_way: int, k_shot: int,
+                    n_query: int, episodes: int, seed: int, device) -> list[float]:
+    """Accuracy (%) of ``predict`` on ``episodes`` test episodes drawn from embeddings."""
+    sampler = EpisodeSampler(labels, n_way, k_shot, n_query, data=emb, seed=seed)
+    accs = []
+    for i in range(episodes):
+        ep = sampler.episode(i).to(device)
+        pred = predict(ep.support_x, ep.support_y, ep.query_x)
+        accs.append(100.0 * (pred == ep.query_y).double().mean().item())
+    return accs
+
+
+def proto_predict(distance: str) -> Callable:
+    net = ProtoNet(distance=distance)
+    return lambda sx, sy, qx: net.predict(sx, sy, qx)
+
+
+# -- meta-training the encoder (ProtoNet) --------------------------------------------------
+def protonet_steps(encoder, sampler, steps: int, args, device, *, allowed: set | None = None,
+                   validate: Callable[[int], None] | None = None, val_every: int = 0, desc: str = "meta-train",
+                   start: int = 0) -> list[float]:
+    """ProtoNet (cosine) meta-training steps that update the encoder itself.
+
+    Episode ``start + t`` of ``sampler`` is used at step ``t``; with ``allowed``,
+    every episode's classes are checked against it (no leakage).
+    """
+    net = ProtoNet(encoder, distance="cosine", scale=args.scale)
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    losses: list[float] = []
+    encoder.train()
+    bar = tqdm(range(1, steps + 1), desc=desc, leave=False)
+    for step in bar:
+        ep = sampler.episode(start + step)
+        if allowed is not None:
+            _check_episode(ep.classes, allowed)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = net.loss(ep.support_x, ep.support_y.to(device), ep.query_x, ep.query_y.to(device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: non-finite loss at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if validate is not None and val_every and (step % val_every == 0 or step == steps):
+            encoder.eval()
+            validate(step)
+            encoder.train()
+    encoder.eval()
+    return losses
+
+
+def finetune_encoder(encoder, ds: IntentDataset, split_id: str, args, device, log: Callable) -> dict:
+    """ProtoNet meta-training of the MiniLM encoder on the split's train classes.
+
+    Selects the best checkpoint by 1-shot accuracy on valid-class episodes.
+    """
+    sampler = train_sampler(ds, split_id, args.train_way, args.train_shot, args.train_query, args.seed)
+    encoder.freeze_layers(args.freeze_layers)
+    best = {"acc": -1.0, "step": 0, "state": None}
+    history = []
+
+    def validate(step: int) -> None:
+        emb, labels = encode_classes(encoder, ds, ds.split(split_id).valid, cache=None)
+        accs = test_accuracies(proto_predict("cosine"), emb.to(device), labels, args.n_way, 1, args.n_query,
+                               args.val_episodes, seed=10_000 + args.seed, device=device)
+        acc = float(np.mean(accs))
+        history.append({"step": step, "valid_acc_1shot": acc})
+        log(f"  split {split_id} step {step}: valid 1-shot {acc:.2f}")
+        if acc > best["acc"]:
+            best.update(acc=acc, step=step,
+                        state={k: v.detach().clone() for k, v in encoder.state_dict().items()})
+
+    encoder.eval()
+    validate(0)
+    losses = protonet_steps(encoder, sampler, args.train_steps, args, device, allowed=set(ds.split(split_id).train),
+                            validate=validate, val_every=args.val_every, desc=f"meta-train {split_id}")
+    encoder.load_state_dict(best["state"])
+    return {"best_step": best["step"], "best_valid_acc_1shot": best["acc"], "history": history,
+            "final_train_loss": losses[-1] if losses else None}
+
+
+# -- meta-learned heads on frozen embeddings ------------------------------------------------
+class ProtoHead(nn.Module):
+    """A linear head whose weights start at the prototypes' linear-classifier form."""
+
+    def __init__(self, dim: int, n_way: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        nn.init.eye_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.out = nn.Linear(dim, n_way)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.proj(x))
+
+
+def make_head_learner(algo: str, dim: int, n_way: int, args):
+    head = ProtoHead(dim, n_way)
+    steps, lr = args.inner_steps, args.inner_lr
+    if algo == "maml":
+        return MAML(head, lr, steps)
+    if algo == "fomaml":
+        return MAML(head, lr, steps, first_order=True)
+    if algo == "anil":
+        return ANIL(head, lr, steps, head="out")
+    if algo == "metasgd":
+        return MetaSGD(head, lr, steps)
+    if algo == "reptile":
+        return Reptile(head, lr, steps, outer_lr=0.1)
+    raise ValueError(f"unknown algorithm {algo!r}")
+
+
+def head_predict(learner) -> Callable:
+    def predict(sx, sy, qx):
+        # Zero-initialised output layer: the support set decides everything, as in Proto-MAML.
+        return learner.predict(sx[None], sy[None], qx[None])[0].argmax(-1)
+    return predict
+
+
+def train_head(learner, emb: torch.Tensor, labels: np.ndarray, args, device, split_id: str) -> dict:
+    sampler = EpisodeSampler(labels, args.n_way, args.train_shot, args.train_query, data=emb, seed=args.seed)
+    learner.to(device)
+    is_reptile = isinstance(learner, Reptile)
+    opt = None if is_reptile else torch.optim.Adam(learner.parameters(), args.head_lr)
+    losses = []
+    for step in tqdm(range(args.head_steps), desc=f"meta-train head {split_id}", leave=False):
+        ep = sampler.batch(args.meta_batch, start=step * args.meta_batch).to(device)
+        if is_reptile:
+            learner.meta_step(ep.support_x, ep.support_y)
+            continue
+        loss = learner.meta_loss(*ep.tensors())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"final_loss": losses[-1] if losses else None}
+
+
+# -- command line ---------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="banking77 | clinc150 | hwu64 | a ProtAugment-layout folder")
+    p.add_argument("--algo", default="protonet", choices=ALGOS)
+    p.add_argument("--n-way", type=int, default=5)
+    p.add_argument("--k-shot", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--n-query", type=int, default=5)
+    p.add_argument("--episodes", type=int, default=600, help="test episodes per split and K")
+    p.add_argument("--splits", nargs="+", default=None, help="default: every split of the dataset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    # ProtoNet encoder meta-training (defaults: small on CPU, full on GPU)
+    p.add_argument("--train-steps", type=int, default=None)
+    p.add_argument("--train-way", type=int, default=None)
+    p.add_argument("--train-shot", type=int, default=5)
+    p.add_argument("--train-query", type=int, default=5)
+    p.add_argument("--freeze-layers", type=int, default=None, help="freeze embeddings + bottom N layers")
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--scale", type=float, default=20.0, help="cosine logit scale")
+    p.add_argument("--val-every", type=int, default=None)
+    p.add_argument("--val-episodes", type=int, default=100)
+    # heads on frozen embeddings
+    p.add_argument("--inner-steps", type=int, default=5)
+    p.add_argument("--inner-lr", type=float, default=0.5)
+    p.add_argument("--head-lr", type=float, default=1e-3)
+    p.add_argument("--head-steps", type=int, default=200)
+    p.add_argument("--meta-batch", type=int, default=16)
+    p.add_argument("--distance", default="euclidean", choices=["euclidean", "cosine"],
+                   help="frozen baseline's distance")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/episodic_<data>_<algo>.json)")
+    p.add_argument("--device", default=None)
+
+
+def _defaults(args, device) -> None:
+    big = device.type != "cpu"
+    if args.train_steps is None:
+        args.train_steps = by_device(300, 2000, device)
+    if args.train_way is None:
+        args.train_way = by_device(10, 10, device)
+    if args.freeze_layers is None:
+        args.freeze_layers = 0 if big else 2
+    if args.val_every is None:
+        args.val_every = max(args.train_steps // 3, 1)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device) if args.device else default_device()
+    _defaults(args, device)
+    seed_everything(args.seed)
+    from metabook.encoders import MiniLMEncoder
+
+    ds = load_dataset(args.data, data_dir=args.data_dir)
+    splits = args.splits or ds.splits()
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    per_split, all_accs = [], {k: [] for k in args.k_shot}
+    base_encoder = MiniLMEncoder(device=device)
+    for sid in splits:
+        t0 = time.perf_counter()
+        split = ds.split(sid)
+        info: dict = {"split": sid, "train_classes": len(split.train), "valid_classes": len(split.valid),
+                      "test_classes": len(split.test)}
+        if args.algo == "protonet":
+            encoder = copy.deepcopy(base_encoder)
+            info["meta_train"] = finetune_encoder(encoder, ds, sid, args, device, log)
+            predict, cache = proto_predict("cosine"), None
+        else:
+            encoder, cache = base_encoder, True
+            predict = proto_predict(args.distance)
+        test_emb, test_labels = encode_classes(encoder, ds, split.test, cache)
+        if args.algo not in ("frozen", "protonet"):
+            train_emb, train_labels = encode_classes(encoder, ds, split.train, cache)
+            learner = make_head_learner(args.algo, train_emb.shape[1], args.n_way, args)
+            info["meta_train"] = train_head(learner, train_emb, train_labels, args, device, sid)
+            predict = head_predict(learner)
+        for k in args.k_shot:
+            accs = test_accuracies(predict, test_emb.to(device), test_labels, args.n_way, k, args.n_query,
+                                   args.episodes, seed=args.seed, device=device)
+            all_accs[k].extend(accs)
+            m, ci = mean_ci(accs)
+            info[f"{k}shot"] = {"mean": m, "ci95": ci, "episodes": len(accs)}
+            log(f"{args.data} {args.algo} split {sid} {args.n_way}-way {k}-shot: {m:.2f} ± {ci:.2f}")
+        info["seconds"] = time.perf_counter() - t0
+        per_split.append(info)
+        if args.algo == "protonet":
+            del encoder
+    summary = {}
+    for k, accs in all_accs.items():
+        m, ci = mean_ci(accs)
+        summary[f"{k}shot"] = {"mean": m, "ci95": ci, "episodes": len(accs),
+                               "split_means": [s[f"{k}shot"]["mean"] for s in per_split]}
+    result = {
+        "benchmark": "episodic", "command": "python -m metabook.bench episodic " + " ".join(sys.argv[2:]),
+        "data": args.data, "algo": args.algo, "n_way": args.n_way, "k_shot": args.k_shot,
+        "n_query": args.n_query, "episodes_per_split": args.episodes, "splits": splits, "seed": args.seed,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "summary": summary, "per_split": per_split, "seconds": time.perf_counter() - start,
+        "versions": _versions(), "hardware": _hardware(device),
+    }
+    out = args.out or f"benchmarks/results/episodic_{os.path.basename(str(args.data).rstrip('/'))}_{args.algo}.json"
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"| data | algo | " + " | ".join(f"{args.n_way}-way {k}-shot" for k in args.k_shot) + " |")
+    print("|---|---|" + "---|" * len(args.k_shot))
+    print(f"| {args.data} | {args.algo} | " + " | ".join(
+        f"{summary[f'{k}shot']['mean']:.2f} ± {summary[f'{k}shot']['ci95']:.2f}" for k in args.k_shot) + " |")
+    print(f"wrote {out}")
+    return 0
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("transformers", "metabook"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:
+            out[pkg] = None
+    return out
+
+
+def _hardware(device) -> dict:
+    return {"device": str(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}
