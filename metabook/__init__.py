@@ -8,9 +8,12 @@ from metabook.data.sinusoid import SinusoidTasks
 from metabook.data.registry import (REGISTRY, ChecksumError, DataFormatError, DataUnavailableError,
                                     fetch)
 from metabook.data.intents import (IntentDataset, load_dataset, load_official, load_unlabeled)
+from metabook.data.smlmt import SMLMTSampler
 from metabook.models import mlp, sinusoid_mlp
+from metabook.encoders import EmbeddingCache, MiniLMEncoder
 from metabook.algorithms import (ANIL, MAML, InContextLearner, MetaSGD, ProtoNet, Reptile,
                                  check_functional, prototypes)
+from metabook.train import evaluate, mean_ci, meta_train
 
 __version__ = "0.1.0"
 __all__ = [
@@ -18,7 +21,8 @@ __all__ = [
     "Episode", "EpisodeSampler", "stack_episodes",
     "SinusoidTasks", "REGISTRY", "fetch", "ChecksumError", "DataFormatError", "DataUnavailableError",
     "IntentDataset", "load_dataset", "load_official", "load_unlabeled",
-    "mlp", "sinusoid_mlp",
+    "SMLMTSampler", "mlp", "sinusoid_mlp", "MiniLMEncoder", "EmbeddingCache",
     "MAML", "ANIL", "MetaSGD", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
     "check_functional",
+    "mean_ci", "evaluate", "meta_train",
 ]

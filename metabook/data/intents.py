@@ -354,19 +354,25 @@ def load_official(name: str, data_dir: str | os.PathLike | None = None,
                      "have 'banking77' and 'clinc150' (HWU64 is used through its class splits)")
 
 
-def load_unlabeled(name: str, data_dir: str | os.PathLike | None = None,
+def load_unlabeled(name: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                    progress: bool = True) -> list[str]:
-    """Unlabeled sentences for self-supervised tasks, one per non-blank line.
+    """Unlabeled sentences for self-supervised tasks, one per non-blank line (stripped).
 
-    ``"banking77"``, ``"clinc150"``, ``"hwu64"``: ProtAugment's in-domain ``raw.txt``;
-    ``"wiki"``: CLINC150's 14,750 Wikipedia sentences (``all_wiki_sents.txt``).
+    ``name`` is a text file, or ``"banking77"``, ``"clinc150"`` (alias ``"oos"``),
+    ``"hwu64"``: ProtAugment's in-domain ``raw.txt``; ``"wiki"``: CLINC150's 14,750
+    Wikipedia sentences (``all_wiki_sents.txt``).  Names resolve through
+    :func:`~metabook.data.registry.fetch` (SHA-256 checked).
     """
-    key = name.lower()
-    if key == "wiki":
-        local = "clinc150/all_wiki_sents.txt"
-    elif key in DATASETS:
-        local = f"protaugment/{DATASETS[key]}/raw.txt"
-    else:
-        raise ValueError(f"no unlabeled text for {name!r}; have {sorted(DATASETS) + ['wiki']}")
-    with open(fetch(local, data_dir=data_dir, progress=progress), encoding="utf-8") as f:
+    path = Path(name).expanduser()
+    if not path.is_file():
+        key = str(name).lower()
+        key = "clinc150" if key == "oos" else key
+        if key == "wiki":
+            local = "clinc150/all_wiki_sents.txt"
+        elif key in DATASETS:
+            local = f"protaugment/{DATASETS[key]}/raw.txt"
+        else:
+            raise FileNotFoundError(f"{name!r} is neither a file nor one of {sorted(DATASETS) + ['wiki']}")
+        path = fetch(local, data_dir=data_dir, progress=progress)
+    with open(path, encoding="utf-8") as f:
         return [s for s in (line.strip() for line in f) if s]
