@@ -10,6 +10,6 @@ fi
 "$py" -m pip install -r requirements.txt
 "$py" -m pip install --no-deps -e .
 # Headless Chromium for the browser test of the rendered book (Debian/Ubuntu).
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    (apt-get install -y chromium || (apt-get update && apt-get install -y chromium)) >/dev/null
+if ! { ! command -v chromium || ! command -v npm; } >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y chromium nodejs npm fonts-wqy-zenhei || (apt-get update && apt-get install -y chromium nodejs npm fonts-wqy-zenhei)) >/dev/null
 fi
