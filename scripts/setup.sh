@@ -9,7 +9,11 @@ if ! "$py" -c "import torch" 2>/dev/null; then
 fi
 "$py" -m pip install -r requirements.txt
 "$py" -m pip install --no-deps -e .
-# Headless Chromium for the browser test of the rendered book (Debian/Ubuntu).
-if ! { ! command -v chromium || ! command -v npm; } >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    (apt-get install -y chromium nodejs npm fonts-wqy-zenhei || (apt-get update && apt-get install -y chromium nodejs npm fonts-wqy-zenhei)) >/dev/null
+# Headless Chromium (browser test) and npm (vendored MathJax/widget scripts), on Debian/Ubuntu.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if (( ${#missing[@]} )) && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y "${missing[@]}" fonts-wqy-zenhei >/dev/null \
+        || { apt-get update >/dev/null && apt-get install -y "${missing[@]}" fonts-wqy-zenhei >/dev/null; }
 fi
