@@ -1,4 +1,4 @@
-"""Episodic task construction: :class:`Episode` and :class:`EpisodeSampler`.
+"""Episodic task construction: :class:`EpisodeSampler` (and :class:`Episode`).
 
 An *episode* (a few-shot task) has a support set to adapt on and a query set to
 score on.  :class:`EpisodeSampler` draws N-way K-shot Q-query episodes from any
@@ -9,88 +9,14 @@ from __future__ import annotations
 
 import numbers
 from collections import Counter
-from dataclasses import dataclass, field, fields, replace
 from typing import Any, Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from metabook.data.episode import Episode, check_count, stack_episodes
+
 __all__ = ["Episode", "EpisodeSampler", "stack_episodes"]
-
-
-def _move(x: Any, device: torch.device | str) -> Any:
-    return x.to(device) if isinstance(x, torch.Tensor) else x
-
-
-@dataclass
-class Episode:
-    """One few-shot task (or a stack of B tasks with a leading task dimension).
-
-    Labels are remapped to ``0..n_way-1``; ``classes[j]`` is the original class
-    behind new label ``j``.  ``support_x``/``query_x`` are tensors, or lists of
-    strings for text episodes, or index tensors when the sampler has no data.
-    """
-
-    support_x: Any
-    support_y: torch.Tensor
-    query_x: Any
-    query_y: torch.Tensor
-    classes: list = field(default_factory=list)
-    support_idx: torch.Tensor | None = None
-    query_idx: torch.Tensor | None = None
-
-    @property
-    def n_way(self) -> int:
-        """Number of classes in the episode."""
-        return int(self.support_y.max().item()) + 1
-
-    @property
-    def batched(self) -> bool:
-        """True when the episode holds a stack of tasks (leading task dim)."""
-        return self.support_y.dim() == 2
-
-    def to(self, device: torch.device | str) -> "Episode":
-        """Return a copy with every tensor moved to ``device``."""
-        return replace(self, **{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
-
-    def tensors(self) -> tuple:
-        """``(support_x, support_y, query_x, query_y)``, ready for ``meta_loss``."""
-        return self.support_x, self.support_y, self.query_x, self.query_y
-
-
-def stack_episodes(episodes: Sequence[Episode]) -> Episode:
-    """Stack B episodes into (B, N*K, ...) / (B, N*Q, ...) tensors for ``vmap``.
-
-    Text episodes (lists of strings) stack into a list of lists.
-    """
-    if len(episodes) == 0:
-        raise ValueError("stack_episodes: got an empty list of episodes")
-    shapes = {tuple(e.support_y.shape) + tuple(e.query_y.shape) for e in episodes}
-    if len(shapes) != 1:
-        raise ValueError(f"stack_episodes: episodes have different sizes {sorted(shapes)}")
-
-    def cat(name: str) -> Any:
-        vals = [getattr(e, name) for e in episodes]
-        if vals[0] is None:
-            return None
-        if isinstance(vals[0], torch.Tensor):
-            return torch.stack(vals)
-        return list(vals)
-
-    return Episode(
-        support_x=cat("support_x"), support_y=cat("support_y"),
-        query_x=cat("query_x"), query_y=cat("query_y"),
-        classes=[e.classes for e in episodes],
-        support_idx=cat("support_idx"), query_idx=cat("query_idx"),
-    )
-
-
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def _index(data: Any, idx: np.ndarray) -> Any:
@@ -135,11 +61,11 @@ class EpisodeSampler:
         seed: int = 0,
         drop_small_classes: bool = False,
     ) -> None:
-        self.n_way = _check_count("n_way", n_way)
-        self.k_shot = _check_count("k_shot", k_shot)
-        self.n_query = _check_count("n_query", n_query)
+        self.n_way = check_count("n_way", n_way)
+        self.k_shot = check_count("k_shot", k_shot)
+        self.n_query = check_count("n_query", n_query)
         if num_episodes is not None:
-            num_episodes = _check_count("num_episodes", num_episodes)
+            num_episodes = check_count("num_episodes", num_episodes)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
         self.num_episodes, self.seed = num_episodes, int(seed)
@@ -187,6 +113,22 @@ class EpisodeSampler:
                 where[lab].append(i)
         self._where = {c: np.asarray(v) for c, v in where.items()}
 
+    @classmethod
+    def from_dataset(cls, dataset: Any, split_id: str | int | None, part: str | None, n_way: int,
+                     k_shot: int, n_query: int, seed: int = 0, num_episodes: int | None = None,
+                     **kwargs: Any) -> "EpisodeSampler":
+        """Text episodes over one part (``"train"``/``"valid"``/``"test"``) of a class split.
+
+        ``dataset`` is an :class:`~metabook.data.intents.IntentDataset` (anything with
+        ``labels``, ``texts``, ``class_names`` and ``split(split_id)``).  ``split_id=None``
+        samples from all classes.  Episodes carry the sentences as ``support_x``/``query_x``
+        and class names in ``episode.classes``.  Extra keyword arguments (e.g.
+        ``drop_small_classes``) go to the sampler.
+        """
+        classes = dataset.class_names if split_id is None else dataset.split(split_id)[part]
+        return cls(dataset.labels, n_way, k_shot, n_query, data=dataset.texts, classes=classes,
+                   num_episodes=num_episodes, seed=seed, **kwargs)
+
     def __len__(self) -> int:
         if self.num_episodes is None:
             raise TypeError("this sampler is endless (num_episodes=None)")
@@ -212,7 +154,7 @@ class EpisodeSampler:
 
     def batch(self, batch_size: int, start: int = 0) -> Episode:
         """Episodes ``start .. start+batch_size-1`` stacked with a leading task dim."""
-        batch_size = _check_count("batch_size", batch_size)
+        batch_size = check_count("batch_size", batch_size)
         return stack_episodes([self.episode(start + b) for b in range(batch_size)])
 
     def batches(self, batch_size: int) -> Iterator[Episode]:

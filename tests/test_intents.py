@@ -98,25 +98,25 @@ def test_unlabeled(shared_data):
 def test_episodes(datasets):
     ds = datasets["banking77"]
     train = set(ds.split("02").train)
-    s = ds.episodes("02", "train", 5, 2, 3, seed=7, num_episodes=20)
+    s = EpisodeSampler.from_dataset(ds, "02", "train", 5, 2, 3, seed=7, num_episodes=20)
     assert isinstance(s, EpisodeSampler) and len(s) == 20
     eps = list(s)
     for e in eps:
         assert set(e.classes) <= train and len(e.support_x) == 10 and len(e.query_x) == 15
         assert e.support_x == [ds.texts[i] for i in e.support_idx.tolist()]
-    again = list(ds.episodes("02", "train", 5, 2, 3, seed=7, num_episodes=20))
+    again = list(EpisodeSampler.from_dataset(ds, "02", "train", 5, 2, 3, seed=7, num_episodes=20))
     assert [e.support_x + e.query_x for e in eps] == [e.support_x + e.query_x for e in again]
-    other = list(ds.episodes("02", "train", 5, 2, 3, seed=8, num_episodes=20))
+    other = list(EpisodeSampler.from_dataset(ds, "02", "train", 5, 2, 3, seed=8, num_episodes=20))
     assert [e.support_x for e in eps] != [e.support_x for e in other]
     test_classes = set(ds.split("02").test)
     assert all(set(e.classes) <= test_classes
-               for e in ds.episodes("02", "test", 5, 1, 5, num_episodes=20))
-    assert len(ds.episodes(None, None, 77, 1, 1).classes) == 77
+               for e in EpisodeSampler.from_dataset(ds, "02", "test", 5, 1, 5, num_episodes=20))
+    assert len(EpisodeSampler.from_dataset(ds, None, None, 77, 1, 1).classes) == 77
 
 
 def test_episode_labels_match(datasets):
     ds = datasets["hwu64"]
-    e = ds.episodes("03", "valid", 4, 3, 2, seed=1).episode(0)
+    e = EpisodeSampler.from_dataset(ds, "03", "valid", 4, 3, 2, seed=1).episode(0)
     for idx, ys in ((e.support_idx, e.support_y), (e.query_idx, e.query_y)):
         assert [ds.labels[i] for i in idx.tolist()] == [e.classes[y] for y in ys.tolist()]
 
@@ -157,7 +157,7 @@ def test_bring_your_own_folder(tmp_path):
         assert ds.split("01").as_dict() == {"train": ["a/x", "a/y"], "valid": ["b/z"],
                                             "test": ["c/w"]}
         assert ds.domain_of == {"a/x": "A", "a/y": "A", "b/z": "B"}
-    e = ds.episodes("01", "train", 2, 2, 2).episode(0)
+    e = EpisodeSampler.from_dataset(ds, "01", "train", 2, 2, 2).episode(0)
     assert sorted(e.classes) == ["a/x", "a/y"] and len(e.query_x) == 4
 
 

@@ -165,7 +165,8 @@ def test_classification_predict_and_dropout_under_vmap():
     loss = maml.meta_loss(sx, sy, qx, qy)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
-    assert maml.predict(sx, sy, qx).shape == (4, 9, 3)
+    assert maml.outputs(sx, sy, qx).shape == (4, 9, 3)
+    assert maml.predict(sx, sy, qx).shape == (4, 9)
 
 
 def test_batchnorm_with_running_stats_is_refused():

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metabook.data.smlmt import (ENGLISH_STOPWORDS, SMLMTSampler, build_vocab, load_unlabeled,
-                                 mask_word, word_tokens)
+from metabook.data.intents import load_unlabeled
+from metabook.data.smlmt import ENGLISH_STOPWORDS, SMLMTSampler, build_vocab, mask_word, word_tokens
 from metabook.tasks import Episode
 
 
@@ -112,7 +112,7 @@ def test_bad_arguments():
         SMLMTSampler(["apple pie", 3], 1, 1, 1)
     with pytest.raises(ValueError, match="n_way"):
         SMLMTSampler(["apple pie"] * 3, 0, 1, 1)
-    with pytest.raises(FileNotFoundError, match="banking77"):
+    with pytest.raises(FileNotFoundError, match="neither a file"):
         load_unlabeled("no-such-dataset")
 
 

@@ -43,7 +43,7 @@ def table_emb(ds) -> torch.Tensor:
 
 @pytest.fixture
 def episode(ds):
-    return ds.episodes(None, None, n_way=3, k_shot=2, n_query=3, seed=1).episode(0)
+    return EpisodeSampler.from_dataset(ds, None, None, n_way=3, k_shot=2, n_query=3, seed=1).episode(0)
 
 
 def test_table_has_every_sentence_and_class(episode):

@@ -145,12 +145,17 @@ class MAML(nn.Module):
         return losses.mean()
 
     @torch.no_grad()
-    def predict(self, support_x, support_y, query_x) -> torch.Tensor:
-        """Query predictions after adaptation (batched, leading task dim)."""
+    def outputs(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        """The adapted model's outputs on the queries (values for regression, logits for
+        classification); tensors carry a leading task dimension."""
         with torch.enable_grad():
             fast = self.adapt_batch(support_x, support_y)
         fast = {k: v.detach() for k, v in fast.items()}
         return vmap(self.forward_with, randomness="different")(fast, query_x)
+
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        """Predicted query class labels (``outputs(...).argmax(-1)``), like ``ProtoNet.predict``."""
+        return self.outputs(support_x, support_y, query_x).argmax(-1)
 
 
 def _check_batch(sx, sy, qx, qy) -> None:

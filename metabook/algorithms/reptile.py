@@ -32,7 +32,7 @@ class Reptile(nn.Module):
                  outer_lr: float = 0.1, loss_fn: LossFn = F.cross_entropy) -> None:
         super().__init__()
         check_functional(model)
-        if not isinstance(inner_steps, int) or inner_steps < 1:
+        if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 1:
             raise ValueError(f"inner_steps must be an int >= 1, got {inner_steps!r}")
         if not 0 < float(outer_lr) <= 1:
             raise ValueError(f"outer_lr must be in (0, 1], got {outer_lr!r}")
@@ -74,10 +74,14 @@ class Reptile(nn.Module):
         return sq ** 0.5
 
     @torch.no_grad()
-    def predict(self, support_x, support_y, query_x) -> torch.Tensor:
-        """Query outputs after adaptation (leading task dim)."""
+    def outputs(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        """The adapted model's query outputs (values or logits); leading task dimension."""
         with torch.enable_grad():
             fast = self.adapt_batch(support_x, support_y)
         buffers = dict(self.model.named_buffers())
         return vmap(lambda p, x: functional_call(self.model, (p, buffers), (x,)),
                     randomness="different")(fast, query_x)
+
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        """Predicted query class labels (``outputs(...).argmax(-1)``)."""
+        return self.outputs(support_x, support_y, query_x).argmax(-1)

@@ -28,11 +28,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from metabook.algorithms import MAML, ANIL, MetaSGD, ProtoNet, Reptile, prototypes
+from metabook.algorithms import MAML, ANIL, MetaSGD, ProtoNet, Reptile
 from metabook.data.intents import IntentDataset, load_dataset
 from metabook.device import by_device, default_device, seed_everything
 from metabook.tasks import EpisodeSampler
@@ -48,7 +47,7 @@ class LeakError(RuntimeError):
 def train_sampler(ds: IntentDataset, split_id: str, n_way: int, k_shot: int, n_query: int,
                   seed: int) -> EpisodeSampler:
     """Text episodes over the split's train classes only (never valid or test)."""
-    sampler = ds.episodes(split_id, "train", n_way, k_shot, n_query, seed=seed)
+    sampler = EpisodeSampler.from_dataset(ds, split_id, "train", n_way, k_shot, n_query, seed=seed)
     allowed = set(ds.split(split_id).train)
     if not set(sampler.classes) <= allowed:
         raise LeakError(f"split {split_id}: meta-training sampler has classes outside train")
@@ -189,7 +188,7 @@ def make_head_learner(algo: str, dim: int, n_way: int, args):
 def head_predict(learner) -> Callable:
     def predict(sx, sy, qx):
         # Zero-initialised output layer: the support set decides everything, as in Proto-MAML.
-        return learner.predict(sx[None], sy[None], qx[None])[0].argmax(-1)
+        return learner.predict(sx[None], sy[None], qx[None])[0]
     return predict
 
 
@@ -315,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out, "w") as f:
         json.dump(result, f, indent=2)
-    print(f"| data | algo | " + " | ".join(f"{args.n_way}-way {k}-shot" for k in args.k_shot) + " |")
+    print("| data | algo | " + " | ".join(f"{args.n_way}-way {k}-shot" for k in args.k_shot) + " |")
     print("|---|---|" + "---|" * len(args.k_shot))
     print(f"| {args.data} | {args.algo} | " + " | ".join(
         f"{summary[f'{k}shot']['mean']:.2f} ± {summary[f'{k}shot']['ci95']:.2f}" for k in args.k_shot) + " |")

@@ -26,7 +26,6 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from metabook.data.registry import REGISTRY, DataFormatError, fetch
-from metabook.tasks import EpisodeSampler
 
 __all__ = [
     "IntentDataset", "ClassSplit", "LabeledTexts", "OfficialSplits",
@@ -110,19 +109,6 @@ class IntentDataset:
         if sid not in self._splits:
             raise KeyError(f"{self.name}: no class split {split_id!r}; have {self.splits()}")
         return self._splits[sid]
-
-    def episodes(self, split_id: str | int | None, part: str | None, n_way: int, k_shot: int,
-                 n_query: int, seed: int = 0, num_episodes: int | None = None,
-                 **kwargs) -> EpisodeSampler:
-        """An :class:`~metabook.tasks.EpisodeSampler` of text episodes over one part's classes.
-
-        ``split_id=None`` samples from all classes.  Episodes carry the sentences as
-        ``support_x``/``query_x`` and class names in ``episode.classes``.  Extra keyword
-        arguments (e.g. ``drop_small_classes``) go to the sampler.
-        """
-        classes = self.class_names if split_id is None else self.split(split_id)[part]
-        return EpisodeSampler(self.labels, n_way, k_shot, n_query, data=self.texts,
-                              classes=classes, num_episodes=num_episodes, seed=seed, **kwargs)
 
     def to_hf(self):
         """A Hugging Face ``datasets.Dataset`` with ``text`` and ``label`` (a ``ClassLabel``)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metabook.tasks import Episode, _check_count
+from metabook.data.episode import Episode, check_count
 
 __all__ = ["SinusoidTasks"]
 
@@ -44,8 +44,8 @@ class SinusoidTasks:
 
         ``classes`` holds each task's ``(amplitude, phase)``.
         """
-        batch_size, k_shot = _check_count("batch_size", batch_size), _check_count("k_shot", k_shot)
-        n_query = _check_count("n_query", n_query)
+        batch_size, k_shot = check_count("batch_size", batch_size), check_count("k_shot", k_shot)
+        n_query = check_count("n_query", n_query)
         rng = np.random.default_rng([self.seed, int(index)])
         amp = rng.uniform(*self.amplitude, size=(batch_size, 1, 1))
         ph = rng.uniform(*self.phase, size=(batch_size, 1, 1))
@@ -54,7 +54,7 @@ class SinusoidTasks:
         x, amp_t, ph_t = t(x), t(amp), t(ph)
         y = self.function(x, amp_t, ph_t)
         return Episode(x[:, :k_shot], y[:, :k_shot], x[:, k_shot:], y[:, k_shot:],
-                       classes=[(float(a), float(p)) for a, p in zip(amp.ravel(), ph.ravel())])
+                       classes=[(float(a), float(p)) for a, p in zip(amp.ravel(), ph.ravel())], batched=True)
 
     def task(self, amplitude: float, phase: float, k_shot: int, n_query: int = 100, seed: int = 0,
              device: torch.device | str = "cpu") -> Episode:

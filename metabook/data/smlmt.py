@@ -5,6 +5,7 @@ classification episodes: pick N words, take K+Q sentences containing each word,
 mask every occurrence of that word, and ask which word was masked.  The label of a
 sentence is the (index of the) word hidden behind the mask token.
 
+>>> from metabook import load_unlabeled
 >>> s = SMLMTSampler(load_unlabeled("banking77"), n_way=5, k_shot=2, n_query=3)
 >>> ep = s.episode(0)
 >>> ep.classes, ep.support_x[0]      # doctest: +SKIP
@@ -23,8 +24,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from metabook.data.intents import load_unlabeled
-from metabook.tasks import Episode, _check_count, stack_episodes
+from metabook.data.episode import Episode, check_count, stack_episodes
 
 __all__ = ["SMLMTSampler", "mask_word", "word_tokens", "build_vocab",
            "ENGLISH_STOPWORDS"]
@@ -117,13 +117,13 @@ class SMLMTSampler:
         num_episodes: int | None = None,
         dedupe: bool = True,
     ) -> None:
-        self.n_way = _check_count("n_way", n_way)
-        self.k_shot = _check_count("k_shot", k_shot)
-        self.n_query = _check_count("n_query", n_query)
-        self.min_freq = _check_count("min_freq", min_freq)
-        self.min_len = _check_count("min_len", min_len)
+        self.n_way = check_count("n_way", n_way)
+        self.k_shot = check_count("k_shot", k_shot)
+        self.n_query = check_count("n_query", n_query)
+        self.min_freq = check_count("min_freq", min_freq)
+        self.min_len = check_count("min_len", min_len)
         if num_episodes is not None:
-            num_episodes = _check_count("num_episodes", num_episodes)
+            num_episodes = check_count("num_episodes", num_episodes)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
         if not isinstance(mask_token, str) or not mask_token:
@@ -204,7 +204,7 @@ class SMLMTSampler:
 
     def batch(self, batch_size: int, start: int = 0) -> Episode:
         """Episodes ``start .. start+batch_size-1`` stacked (texts become lists of lists)."""
-        batch_size = _check_count("batch_size", batch_size)
+        batch_size = check_count("batch_size", batch_size)
         return stack_episodes([self.episode(start + b) for b in range(batch_size)])
 
     def batches(self, batch_size: int) -> Iterator[Episode]:

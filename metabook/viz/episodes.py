@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from metabook.algorithms.protonet import ProtoNet, prototypes
-from metabook.tasks import Episode
+from metabook.tasks import Episode, EpisodeSampler
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
@@ -80,7 +80,7 @@ def _check_episode(episode: Any, texts: bool = False) -> int:
             raise ValueError(f"episode has {len(x)} {name} inputs but {len(y)} {name} labels")
         if texts and not all(isinstance(s, str) for s in x):
             raise TypeError(f"episode.{name}_x must be a list of sentences for a table, got "
-                            f"{type(x).__name__}; use an episode from IntentDataset.episodes(...)")
+                            f"{type(x).__name__}; use an episode from EpisodeSampler.from_dataset(...)")
     if len(sy) == 0:
         raise ValueError("episode has an empty support set")
     n_way = int(sy.max()) + 1
@@ -381,7 +381,7 @@ def episode_explorer(dataset: "IntentDataset", encoder: Any, *, split: str | int
 
     Controls: the episode index, ``n_way``, ``k_shot`` and the part of the class split
     (``train``/``valid``/``test``).  Each change samples
-    ``dataset.episodes(split, part, n_way, k_shot, n_query, seed).episode(index)`` and
+    ``EpisodeSampler.from_dataset(dataset, split, part, n_way, k_shot, n_query, seed).episode(index)`` and
     shows the nearest-prototype accuracy, the 2-D plot of :func:`plot_episode` (as an
     image) and the :func:`episode_table`.
 
@@ -442,7 +442,7 @@ def episode_explorer(dataset: "IntentDataset", encoder: Any, *, split: str | int
     def update(*_: Any) -> None:
         part_, nw = controls["part"].value, controls["n_way"].value
         try:
-            sampler = dataset.episodes(split, part_, nw, controls["k_shot"].value, n_query, seed=seed)
+            sampler = EpisodeSampler.from_dataset(dataset, split, part_, nw, controls["k_shot"].value, n_query, seed=seed)
             ep = sampler.episode(controls["episode"].value)
         except ValueError as err:  # e.g. n_way larger than the part's classes
             status.value = f'<span style="color:#c0392b">{html.escape(str(err))}</span>'
