@@ -60,10 +60,17 @@ def _check_episode(classes, allowed: set) -> None:
         raise LeakError(f"meta-training episode uses non-train classes {bad}")
 
 
-def encode_classes(encoder, ds: IntentDataset, classes: list[str], cache) -> tuple[torch.Tensor, np.ndarray]:
-    """Embeddings and labels of every utterance of ``classes``."""
+def encode_classes(encoder, ds: IntentDataset, classes: list[str], cache,
+                   per_class: int | None = None, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Embeddings and labels of the utterances of ``classes`` (at most ``per_class`` each)."""
     keep = set(classes)
     idx = [i for i, lab in enumerate(ds.labels) if lab in keep]
+    if per_class is not None:
+        rng = np.random.default_rng(seed)
+        by: dict[str, list[int]] = {}
+        for i in idx:
+            by.setdefault(ds.labels[i], []).append(i)
+        idx = sorted(j for v in by.values() for j in rng.permutation(v)[:per_class].tolist())
     emb = encoder.encode([ds.texts[i] for i in idx], cache=cache)
     return emb, np.asarray([ds.labels[i] for i in idx])
 
@@ -133,7 +140,8 @@ def finetune_encoder(encoder, ds: IntentDataset, split_id: str, args, device, lo
     history = []
 
     def validate(step: int) -> None:
-        emb, labels = encode_classes(encoder, ds, ds.split(split_id).valid, cache=None)
+        emb, labels = encode_classes(encoder, ds, ds.split(split_id).valid, cache=None,
+                                     per_class=args.val_per_class, seed=args.seed)
         accs = test_accuracies(proto_predict("cosine"), emb.to(device), labels, args.n_way, 1, args.n_query,
                                args.val_episodes, seed=10_000 + args.seed, device=device)
         acc = float(np.mean(accs))
@@ -225,13 +233,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # ProtoNet encoder meta-training (defaults: small on CPU, full on GPU)
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--train-way", type=int, default=None)
-    p.add_argument("--train-shot", type=int, default=5)
-    p.add_argument("--train-query", type=int, default=5)
+    p.add_argument("--train-shot", type=int, default=None)
+    p.add_argument("--train-query", type=int, default=None)
     p.add_argument("--freeze-layers", type=int, default=None, help="freeze embeddings + bottom N layers")
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--scale", type=float, default=20.0, help="cosine logit scale")
     p.add_argument("--val-every", type=int, default=None)
     p.add_argument("--val-episodes", type=int, default=100)
+    p.add_argument("--val-per-class", type=int, default=20, help="valid sentences encoded per class")
     # heads on frozen embeddings
     p.add_argument("--inner-steps", type=int, default=5)
     p.add_argument("--inner-lr", type=float, default=0.5)
@@ -247,9 +256,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _defaults(args, device) -> None:
     big = device.type != "cpu"
     if args.train_steps is None:
-        args.train_steps = by_device(300, 2000, device)
+        args.train_steps = by_device(250, 2000, device)
     if args.train_way is None:
-        args.train_way = by_device(10, 10, device)
+        args.train_way = by_device(5, 10, device)
+    if args.train_shot is None:
+        args.train_shot = by_device(2, 5, device)
+    if args.train_query is None:
+        args.train_query = by_device(3, 5, device)
     if args.freeze_layers is None:
         args.freeze_layers = 0 if big else 2
     if args.val_every is None:

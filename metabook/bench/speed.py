@@ -4,8 +4,8 @@ Workload (Finn et al. 2017 sinusoid): meta-batch 25, K = 10 support and 10 query
 points, 5 inner SGD steps, a 1-40-40-1 ReLU MLP, one Adam outer step.  Every
 method gets the same model initialization and the same tasks.  Timings are
 interleaved round-robin in one process and reported as medians; peak memory is
-measured in a fresh subprocess per method (CPU: peak RSS growth; CUDA: peak
-allocated).
+the peak extra memory of one meta-step (CPU: live tensor storage, tracked per
+operator call; CUDA: the allocator's peak).
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Callable
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from metabook.algorithms.maml import MAML
+from metabook.bench.memory import peak_memory_mib
 from metabook.data.sinusoid import SinusoidTasks
 from metabook.device import default_device
 from metabook.models import sinusoid_mlp
@@ -113,48 +113,13 @@ def time_methods(args, device) -> dict[str, list[float]]:
     return times
 
 
-def _rss_kib() -> int:
-    """Current resident set size (KiB) from /proc (Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def peak_memory_child(args) -> None:
-    """Run in a subprocess: print peak memory growth (MiB) of a few meta-steps of one method."""
-    device = torch.device(args.device)
+def peak_memory(args, method: str, device) -> float:
+    """Peak extra memory (MiB) of one meta-step of ``method`` (see :mod:`metabook.bench.memory`)."""
+    model, fn, opt = _setup(args, method, device)
     tasks = SinusoidTasks(seed=args.seed)
-    model, fn, opt = _setup(args, args.memory_child, device)
-    ep = tasks.batch(args.meta_batch, args.k_shot, args.k_shot, 0, device)
-    import resource
-
-    _meta_step(model, fn, opt, ep)  # warm up allocator, lazy imports
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_kib() * 1024
-    for i in range(3):
-        _meta_step(model, fn, opt, tasks.batch(args.meta_batch, args.k_shot, args.k_shot, i + 1, device))
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    print(json.dumps({"peak_mib": max(peak, 0) / 2**20}))
-
-
-def peak_memory(args, method: str, device) -> float | None:
-    cmd = [sys.executable, "-m", "metabook.bench", "speed", "--memory-child", method, "--device", str(device),
-           "--meta-batch", str(args.meta_batch), "--k-shot", str(args.k_shot),
-           "--inner-steps", str(args.inner_steps), "--seed", str(args.seed)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
-    if res.returncode != 0:
-        print(f"[speed] memory run for {method} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(res.stdout.strip().splitlines()[-1])["peak_mib"]
+    _meta_step(model, fn, opt, tasks.batch(args.meta_batch, args.k_shot, args.k_shot, 0, device))  # warm-up
+    ep = tasks.batch(args.meta_batch, args.k_shot, args.k_shot, 1, device)
+    return peak_memory_mib(lambda: _meta_step(model, fn, opt, ep), device)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -168,18 +133,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="default: CUDA if available, else CPU")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--out", default="benchmarks/results/maml_speed.json")
-    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.memory_child:
-        peak_memory_child(args)
-        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else default_device()
     if "higher" in args.methods:
         try:
             import higher  # noqa: F401
-        except ImportError:
+        except ImportError:  # pragma: no cover
             print("[speed] higher is not installed; skipping it (pip install higher)", file=sys.stderr)
             args.methods = [m for m in args.methods if m != "higher"]
     grads = meta_gradients(args, device)
