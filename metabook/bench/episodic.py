@@ -95,18 +95,20 @@ def proto_predict(distance: str) -> Callable:
 # -- meta-training the encoder (ProtoNet) --------------------------------------------------
 def protonet_steps(encoder, sampler, steps: int, args, device, *, allowed: set | None = None,
                    validate: Callable[[int], None] | None = None, val_every: int = 0, desc: str = "meta-train",
-                   start: int = 0) -> list[float]:
+                   start: int = 0, progress: bool = True) -> list[float]:
     """ProtoNet (cosine) meta-training steps that update the encoder itself.
 
-    Episode ``start + t`` of ``sampler`` is used at step ``t``; with ``allowed``,
-    every episode's classes are checked against it (no leakage).
+    ``args`` supplies ``lr`` and ``scale`` (any object with those attributes, e.g. the
+    parsed command line).  Episode ``start + t`` of ``sampler`` is used at step ``t``;
+    with ``allowed``, every episode's classes are checked against it (no leakage).
+    ``progress=False`` hides the progress bar.
     """
     net = ProtoNet(encoder, distance="cosine", scale=args.scale)
     params = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     losses: list[float] = []
     encoder.train()
-    bar = tqdm(range(1, steps + 1), desc=desc, leave=False)
+    bar = tqdm(range(1, steps + 1), desc=desc, leave=False, disable=not progress)
     for step in bar:
         ep = sampler.episode(start + step)
         if allowed is not None:
