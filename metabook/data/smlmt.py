@@ -11,7 +11,7 @@ sentence is the (index of the) word hidden behind the mask token.
 >>> ep.classes, ep.support_x[0]      # doctest: +SKIP
 (['refund', ...], 'How do I get a [MASK] for my order?')
 
-Everything here is pure Python over a list of sentences; :func:`load_unlabeled`
+Everything here is pure Python over a list of sentences; :func:`~metabook.data.intents.load_unlabeled`
 is only a convenience to read the shared data files.
 """
 from __future__ import annotations

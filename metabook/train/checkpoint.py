@@ -76,7 +76,7 @@ def capture_rng(device: torch.device | str | None = None) -> dict:
 
 
 def restore_rng(rec: dict, device: torch.device | str | None = None) -> None:
-    """Inverse of :func:`capture_rng` (validate first with :func:`_check_rng`)."""
+    """Inverse of :func:`capture_rng` (validate the record first)."""
     version, state, gauss = rec["python"]
     random.setstate((version, tuple(state), gauss))
     np_state = dict(rec["numpy"])

@@ -8,7 +8,7 @@ sinusoid family of Finn et al. (2017):
 - a *joint-training* baseline: the same network trained by plain regression on the
   points of all tasks at once (multi-task pre-training, no inner loop).
 
-Both are then adapted with :meth:`metabook.MAML.adapt_task` -- the same inner loop, the
+Both are then adapted with :meth:`~metabook.algorithms.maml.MAML.adapt_task` -- the same inner loop, the
 same step size -- so the only difference is where the steps start.  This module holds
 the pieces: :func:`train_joint_baseline`, :func:`adaptation_curve` (query loss after
 0..k steps, averaged over many tasks), :func:`adaptation_frames` and
@@ -90,7 +90,7 @@ def _path(maml: MAML, params: dict[str, torch.Tensor], sx: torch.Tensor, sy: tor
           x: torch.Tensor, steps: int) -> torch.Tensor:
     """Outputs on ``x`` after 0, 1, ..., ``steps`` inner steps: ``(steps + 1, *out.shape)``.
 
-    Each step is one call of :meth:`MAML.adapt_task` from the previous fast weights.
+    Each step is one call of :meth:`~metabook.algorithms.maml.MAML.adapt_task` from the previous fast weights.
     """
     outs = [maml.forward_with(params, x)]
     for _ in range(steps):
@@ -193,8 +193,10 @@ class AdaptationFrames:
     """Everything needed to draw the adaptation of several models to one task.
 
     Attributes:
-        x, y_true: the task's query grid and its true function values, shape ``(M,)``.
-        support_x, support_y: the support points, shape ``(K,)``.
+        x: the task's query grid, shape ``(M,)``.
+        y_true: the true function values on the grid, shape ``(M,)``.
+        support_x: the support inputs, shape ``(K,)``.
+        support_y: the support targets, shape ``(K,)``.
         preds: ``name -> (steps + 1, M)`` predictions after 0..steps inner steps.
         mse: ``name -> (steps + 1,)`` query MSE after 0..steps inner steps.
         inner_lr: the step size used.
@@ -342,7 +344,7 @@ def adaptation_widget(models: Mapping[str, nn.Module], tasks: SinusoidTasks | No
                       max_k: int = 40):
     """Sliders for inner steps, inner lr, K, amplitude, phase and the support-sample seed.
 
-    Each change adapts every model to the chosen task with :meth:`MAML.adapt_task` and
+    Each change adapts every model to the chosen task with :meth:`~metabook.algorithms.maml.MAML.adapt_task` and
     redraws one panel: the true function, the support points and each model after
     ``steps`` steps, with its query MSE in the legend.
 

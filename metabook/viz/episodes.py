@@ -116,13 +116,15 @@ def episode_embeddings(episode: Episode, embeddings: Any = None) -> tuple[torch.
     Args:
         episode: one episode (no task dimension).
         embeddings: one of
+
             * ``None`` -- the episode already holds embeddings in ``support_x``/``query_x``;
             * a pair ``(support_emb, query_emb)``;
             * a table ``(num_examples, D)`` aligned with the data the episode was sampled
               from; rows ``episode.support_idx`` and ``episode.query_idx`` are taken.
 
     Raises:
-        ValueError / TypeError: when sizes do not match the episode.
+        ValueError: when sizes do not match the episode.
+        TypeError: when ``embeddings`` has an unsupported type.
     """
     _check_episode(episode)
     ns, nq = len(episode.support_y), len(episode.query_y)
@@ -270,7 +272,9 @@ class EpisodePlot:
     """What :func:`plot_episode` drew: 2-D coordinates, predictions and accuracy.
 
     Attributes:
-        support_2d, query_2d, prototypes_2d: PCA coordinates, ``(M_s, 2)``, ``(M_q, 2)``, ``(N, 2)``.
+        support_2d: PCA coordinates of the support points, ``(M_s, 2)``.
+        query_2d: PCA coordinates of the queries, ``(M_q, 2)``.
+        prototypes_2d: PCA coordinates of the prototypes, ``(N, 2)``.
         predictions: nearest-prototype labels of the queries (decided in the full space).
         accuracy: share of correct queries, in percent.
         explained: share of variance along the two PCA axes.
