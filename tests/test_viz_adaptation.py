@@ -83,6 +83,7 @@ def test_frames_plot_and_animation_html():
         assert control in html, control
     n_frames = len(re.findall(r"frames\[\d+\] = ", html))
     assert n_frames == frames.steps + 1, n_frames
+    assert "font-awesome" not in html and "https://" not in html, "the player must work offline"
 
 
 def test_widget_has_the_sliders():

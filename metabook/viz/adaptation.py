@@ -34,6 +34,7 @@ from torch.func import vmap
 from metabook.algorithms.maml import MAML
 from metabook.data.sinusoid import SinusoidTasks
 from metabook.tasks import Episode
+from metabook.viz.animation import animation_html
 from metabook.train import TrainLog, meta_train
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -331,7 +332,7 @@ def adaptation_animation(frames: AdaptationFrames, interval: int = 600, dpi: int
     # blit=True: only the player's own frame grab redraws the whole figure.
     anim = animation.FuncAnimation(fig, draw, frames=frames.steps + 1, interval=interval, blit=True)
     try:
-        return anim.to_jshtml(default_mode="once")
+        return animation_html(anim)
     finally:
         plt.close(fig)
 
