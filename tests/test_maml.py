@@ -189,3 +189,20 @@ def test_bad_arguments():
     x = torch.randn(3, 5, 1, dtype=torch.float64)
     with pytest.raises(ValueError, match="leading task dimension"):
         maml.meta_loss(x, x, x[:2], x[:2])
+
+
+@pytest.mark.parametrize("cls, kw", [(MAML, {}), (MAML, {"first_order": True}), (ANIL, {}), (MetaSGD, {})])
+def test_batched_meta_loss_equals_vmap_of_single_task_path(cls, kw):
+    """meta_loss (batched autograd inner loop) == mean over tasks of task_loss (torch.func.grad path)."""
+    model, ep = _model(), _tasks(b=4)
+    learner = cls(model, inner_lr=0.05, inner_steps=3, loss_fn=F.mse_loss, **kw)
+    params = [p for p in learner.parameters()]
+    fast = torch.autograd.grad(learner.meta_loss(*ep.tensors()), params)
+    ref_loss = torch.stack([learner.task_loss(learner.params(), *t) for t in zip(*ep.tensors())]).mean()
+    ref = torch.autograd.grad(ref_loss, params)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b)
+    batch = learner.adapt_batch(ep.support_x, ep.support_y)
+    one = learner.adapt(ep.support_x[2], ep.support_y[2])
+    for n in one:
+        torch.testing.assert_close(batch[n][2], one[n])

@@ -1,12 +1,15 @@
 """MAML, FOMAML and ANIL on ``torch.func``: one inner loop, ``vmap`` over tasks.
 
 The model is used as a pure function of its parameters through
-:func:`torch.func.functional_call`.  The inner loop takes ``torch.func.grad``
-steps on the support loss; the meta-loss is the query loss of the adapted
-weights, averaged over the tasks of a meta-batch with :func:`torch.func.vmap`.
-Autograd then differentiates through the inner loop (second order) unless
-``first_order=True`` (FOMAML), in which case the inner gradients are treated as
-constants.  ANIL adapts only the parameters named by ``adapt`` (the head).
+:func:`torch.func.functional_call`.  For one task, :meth:`MAML.adapt_task` takes
+``torch.func.grad`` steps on the support loss.  For a meta-batch,
+:meth:`MAML.meta_loss` runs the same inner loop for all tasks at once: the
+forward pass is :func:`torch.func.vmap`-ed over per-task copies of the
+parameters, and one ``torch.autograd.grad(create_graph=True)`` per step gives
+every task's gradient (the tasks' losses are independent).  Autograd then
+differentiates through the inner loop (second order) unless ``first_order=True``
+(FOMAML), in which case the inner gradients are constants.  ANIL adapts only the
+parameters named by ``adapt`` (the head).
 """
 from __future__ import annotations
 
@@ -107,15 +110,15 @@ class MAML(nn.Module):
         return self.inner_lr
 
     def adapt_task(self, params: Params, x: torch.Tensor, y: torch.Tensor, steps: int | None = None) -> Params:
-        """Inner loop on one task (no task dimension): returns the fast weights."""
-        fast = dict(params)
+        """Inner loop on one task (no task dimension), with ``torch.func.grad``: the fast weights."""
+        adapt = self.adapt_names
+        fixed = {n: p for n, p in params.items() if n not in set(adapt)}
+        step_grad = grad(lambda a: self.inner_loss({**fixed, **a}, x, y))
+        fast = {n: params[n] for n in adapt}
         for _ in range(self.inner_steps if steps is None else steps):
-            sub = {n: fast[n] for n in self.adapt_names}
-            g = grad(lambda a: self.inner_loss({**fast, **a}, x, y))(sub)
-            for n in self.adapt_names:
-                gn = g[n].detach() if self.first_order else g[n]
-                fast[n] = fast[n] - self._lr(n) * gn
-        return fast
+            g = step_grad(fast)
+            fast = {n: fast[n] - self._lr(n) * (g[n].detach() if self.first_order else g[n]) for n in adapt}
+        return {**fixed, **fast}
 
     # -- public API ----------------------------------------------------------
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> Params:
@@ -123,10 +126,11 @@ class MAML(nn.Module):
         return self.adapt_task(self.params(), support_x, support_y, steps)
 
     def adapt_batch(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> Params:
-        """Fast weights for B tasks at once (leading task dimension), via ``vmap``."""
-        params = self.params()
-        return vmap(lambda x, y: self.adapt_task(params, x, y, steps), randomness="different")(
-            support_x, support_y)
+        """Fast weights for B tasks at once (leading task dimension on every adapted tensor)."""
+        with torch.enable_grad():
+            fast, _, _ = self._batched_inner_loop(support_x, support_y, steps)
+        b = support_x.shape[0]
+        return {n: (v if n in self.adapt_names else v.unsqueeze(0).expand(b, *v.shape)) for n, v in fast.items()}
 
     def task_loss(self, params: Params, sx, sy, qx, qy) -> torch.Tensor:
         """Query loss after adapting ``params`` on the support set of one task."""
@@ -136,22 +140,44 @@ class MAML(nn.Module):
                   query_x: torch.Tensor, query_y: torch.Tensor) -> torch.Tensor:
         """Mean query loss over a meta-batch; differentiable w.r.t. the model's parameters.
 
-        All four tensors carry a leading task dimension ``B``.
+        All four tensors carry a leading task dimension ``B``.  The forward pass
+        is ``vmap``-ed over tasks with per-task copies of the adapted parameters;
+        one ``torch.autograd.grad`` per inner step then yields every task's
+        gradient at once (the tasks' losses are independent), which is the same
+        math as ``vmap(task_loss)`` with fewer transform layers, hence faster.
         """
         _check_batch(support_x, support_y, query_x, query_y)
-        params = self.params()
-        losses = vmap(lambda *t: self.task_loss(params, *t), randomness="different")(
-            support_x, support_y, query_x, query_y)
-        return losses.mean()
+        with torch.enable_grad():
+            fast, forward, losses = self._batched_inner_loop(support_x, support_y)
+            return losses(forward(fast, query_x), query_y).mean()
+
+    def _batched_inner_loop(self, sx: torch.Tensor, sy: torch.Tensor, steps: int | None = None):
+        b = sx.shape[0]
+        adapt = set(self.adapt_names)
+        fast = {}
+        for n, p in self.params().items():
+            if n in adapt:
+                p = p if p.requires_grad else p.detach().requires_grad_(True)
+                p = p.unsqueeze(0).expand(b, *p.shape)
+            fast[n] = p
+        in_dims = ({n: (0 if n in adapt else None) for n in fast}, 0)
+        forward = vmap(self.forward_with, in_dims=in_dims, randomness="different")
+        losses = vmap(self.loss_fn)
+        for _ in range(self.inner_steps if steps is None else steps):
+            total = losses(forward(fast, sx), sy).sum()  # task losses are independent
+            grads = torch.autograd.grad(total, [fast[n] for n in self.adapt_names],
+                                        create_graph=not self.first_order)
+            for n, g in zip(self.adapt_names, grads):
+                fast[n] = fast[n] - self._lr(n) * g
+        return fast, forward, losses
 
     @torch.no_grad()
     def outputs(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
         """The adapted model's outputs on the queries (values for regression, logits for
         classification); tensors carry a leading task dimension."""
         with torch.enable_grad():
-            fast = self.adapt_batch(support_x, support_y)
-        fast = {k: v.detach() for k, v in fast.items()}
-        return vmap(self.forward_with, randomness="different")(fast, query_x)
+            fast, forward, _ = self._batched_inner_loop(support_x, support_y)
+        return forward({k: v.detach() for k, v in fast.items()}, query_x)
 
     def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
         """Predicted query class labels (``outputs(...).argmax(-1)``), like ``ProtoNet.predict``."""
