@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numbers
 from collections import Counter
-from typing import Any, Hashable, Iterator, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
 
-from metabook.data.episode import Episode, check_count, stack_episodes
+from metabook.data.episode import Episode, EpisodeStream, check_count, stack_episodes
 
 __all__ = ["Episode", "EpisodeSampler", "stack_episodes"]
 
@@ -27,7 +27,7 @@ def _index(data: Any, idx: np.ndarray) -> Any:
     return [data[i] for i in idx]
 
 
-class EpisodeSampler:
+class EpisodeSampler(EpisodeStream):
     """Draw N-way K-shot Q-query episodes from a label array.
 
     Args:
@@ -131,11 +131,6 @@ class EpisodeSampler:
         return cls(dataset.labels, n_way, k_shot, n_query, data=dataset.texts, classes=classes,
                    num_episodes=num_episodes, seed=seed, **kwargs)
 
-    def __len__(self) -> int:
-        if self.num_episodes is None:
-            raise TypeError("this sampler is endless (num_episodes=None)")
-        return self.num_episodes
-
     def episode(self, i: int) -> Episode:
         """The ``i``-th episode; depends only on ``(seed, i)``."""
         rng = np.random.default_rng([self.seed, int(i)])
@@ -153,24 +148,6 @@ class EpisodeSampler:
         sx = s_t if self.data is None else _index(self.data, s_idx)
         qx = q_t if self.data is None else _index(self.data, q_idx)
         return Episode(sx, sy, qx, qy, [self.classes[c] for c in chosen], s_t, q_t)
-
-    def batch(self, batch_size: int, start: int = 0) -> Episode:
-        """Episodes ``start .. start+batch_size-1`` stacked with a leading task dim."""
-        batch_size = check_count("batch_size", batch_size)
-        return stack_episodes([self.episode(start + b) for b in range(batch_size)])
-
-    def batches(self, batch_size: int) -> Iterator[Episode]:
-        """Iterate stacked meta-batches (endless unless ``num_episodes`` is set)."""
-        i = 0
-        while self.num_episodes is None or i + batch_size <= self.num_episodes:
-            yield self.batch(batch_size, start=i)
-            i += batch_size
-
-    def __iter__(self) -> Iterator[Episode]:
-        i = 0
-        while self.num_episodes is None or i < self.num_episodes:
-            yield self.episode(i)
-            i += 1
 
     def __repr__(self) -> str:
         return (f"EpisodeSampler(n_way={self.n_way}, k_shot={self.k_shot}, n_query={self.n_query}, "

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
-__all__ = ["Episode", "stack_episodes", "check_count"]
+__all__ = ["Episode", "EpisodeStream", "stack_episodes", "check_count"]
 
 
 def _move(x: Any, device: torch.device | str) -> Any:
@@ -88,3 +88,39 @@ def check_count(name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+class EpisodeStream:
+    """Iteration and meta-batching for samplers that define ``episode(i)`` and ``num_episodes``.
+
+    Episode ``i`` depends only on the sampler's seed and ``i``, so iteration order,
+    batching and random access all give the same episodes.
+    """
+
+    num_episodes: int | None
+
+    def episode(self, i: int) -> Episode:  # pragma: no cover - implemented by samplers
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        if self.num_episodes is None:
+            raise TypeError("this sampler is endless (num_episodes=None)")
+        return self.num_episodes
+
+    def batch(self, batch_size: int, start: int = 0) -> Episode:
+        """Episodes ``start .. start+batch_size-1`` stacked with a leading task dimension."""
+        batch_size = check_count("batch_size", batch_size)
+        return stack_episodes([self.episode(start + b) for b in range(batch_size)])
+
+    def batches(self, batch_size: int) -> Iterator[Episode]:
+        """Iterate stacked meta-batches (endless unless ``num_episodes`` is set)."""
+        i = 0
+        while self.num_episodes is None or i + batch_size <= self.num_episodes:
+            yield self.batch(batch_size, start=i)
+            i += batch_size
+
+    def __iter__(self) -> Iterator[Episode]:
+        i = 0
+        while self.num_episodes is None or i < self.num_episodes:
+            yield self.episode(i)
+            i += 1

@@ -19,12 +19,12 @@ from __future__ import annotations
 import numbers
 import re
 from collections import defaultdict
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from metabook.data.episode import Episode, check_count, stack_episodes
+from metabook.data.episode import Episode, EpisodeStream, check_count
 
 __all__ = ["SMLMTSampler", "mask_word", "word_tokens", "build_vocab",
            "ENGLISH_STOPWORDS"]
@@ -78,7 +78,7 @@ def build_vocab(
     return {w: idx for w, idx in sorted(where.items()) if len(idx) >= min_freq}
 
 
-class SMLMTSampler:
+class SMLMTSampler(EpisodeStream):
     """N-way K-shot Q-query SMLMT episodes from a list of unlabeled sentences.
 
     Args:
@@ -152,11 +152,6 @@ class SMLMTSampler:
                 "lower n_way/k_shot/n_query")
         self._sets = {w: frozenset(self.vocab[w]) for w in self.words}
 
-    def __len__(self) -> int:
-        if self.num_episodes is None:
-            raise TypeError("this sampler is endless (num_episodes=None)")
-        return self.num_episodes
-
     def _pick(self, rng: np.random.Generator, words: list[str], exclusive: bool) -> list[np.ndarray] | None:
         """K+Q distinct sentence indices per word, or None if the text can't supply them."""
         need, used, picks = self.k_shot + self.n_query, set(), []
@@ -201,24 +196,6 @@ class SMLMTSampler:
         sy = torch.arange(self.n_way).repeat_interleave(self.k_shot)
         qy = torch.arange(self.n_way).repeat_interleave(self.n_query)
         return Episode(sx, sy, qx, qy, list(words), torch.as_tensor(s_idx), torch.as_tensor(q_idx))
-
-    def batch(self, batch_size: int, start: int = 0) -> Episode:
-        """Episodes ``start .. start+batch_size-1`` stacked (texts become lists of lists)."""
-        batch_size = check_count("batch_size", batch_size)
-        return stack_episodes([self.episode(start + b) for b in range(batch_size)])
-
-    def batches(self, batch_size: int) -> Iterator[Episode]:
-        """Iterate stacked meta-batches (endless unless ``num_episodes`` is set)."""
-        i = 0
-        while self.num_episodes is None or i + batch_size <= self.num_episodes:
-            yield self.batch(batch_size, start=i)
-            i += batch_size
-
-    def __iter__(self) -> Iterator[Episode]:
-        i = 0
-        while self.num_episodes is None or i < self.num_episodes:
-            yield self.episode(i)
-            i += 1
 
     def __repr__(self) -> str:
         return (f"SMLMTSampler(n_way={self.n_way}, k_shot={self.k_shot}, n_query={self.n_query}, "
