@@ -112,3 +112,120 @@ def test_fullway_refuses_target_in_meta_data():
 
 def test_unknown_command_is_refused(capsys):
     assert bench_main(["nope"]) == 2
+
+
+def test_text_workload_meta_gradients_agree_with_higher_and_autograd():
+    args = _speed_args(workload="text", meta_batch=3, k_shot=2, inner_steps=2)
+    args.methods = ["metabook", "autograd", "higher"]
+    g = torch.Generator().manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(60, 12, generator=g), dim=1)
+    labels = [f"c{i % 6}" for i in range(60)]
+    args.wl = speed.TextWorkload(args, torch.device("cpu"), embeddings=emb, labels=labels)
+    assert args.wl.describe()["n_way"] == 5 and args.wl.batch(0).support_x.shape == (3, 10, 12)
+    grads = speed.meta_gradients(args, torch.device("cpu"))
+    assert any(float(a.abs().max()) > 0 for a in grads["metabook"])
+    for other in ("autograd", "higher"):
+        for a, b in zip(grads["metabook"], grads[other]):
+            assert (a - b).abs().max() < 1e-5
+
+
+def test_pretrained_encoder_round_trip_and_refusals(tmp_path):
+    from metabook.bench.pretrain import PretrainLeakError, load_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    src, dst = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    info = {"meta_pretrain": {"datasets": ["clinc150", "hwu64"]}}
+    weights = save_pretrained(src, tmp_path / "enc", info)
+    side = load_pretrained(dst, weights, target="banking77")
+    assert side["meta_pretrain"]["datasets"] == ["clinc150", "hwu64"]
+    assert torch.equal(dst.weight, src.weight) and torch.equal(dst.bias, src.bias)
+    # trained on the target: refused, model untouched
+    fresh = torch.nn.Linear(4, 3)
+    before = fresh.weight.clone()
+    with pytest.raises(PretrainLeakError, match="hwu64"):
+        load_pretrained(fresh, weights, target="hwu64")
+    with pytest.raises(PretrainLeakError):
+        load_pretrained(fresh, weights, target="/some/dir/clinc150/")
+    # wrong shapes and corrupt bytes: refused, model untouched
+    with pytest.raises(ValueError, match="do not match"):
+        load_pretrained(torch.nn.Linear(5, 3), weights)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_pretrained(fresh, weights)
+    assert torch.equal(fresh.weight, before)
+    with pytest.raises(FileNotFoundError):
+        load_pretrained(fresh, tmp_path / "missing.safetensors")
+
+
+def test_pretrain_refuses_target_in_meta_data():
+    with pytest.raises(ValueError):
+        bench_main(["pretrain", "--exclude", "banking77", "--meta-data", "banking77", "hwu64",
+                    "--meta-steps", "1"])
+
+
+class _CharEncoder(torch.nn.Module):
+    """A tiny trainable sentence encoder (mean of character embeddings) with MiniLMEncoder's interface."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.emb = torch.nn.EmbeddingBag(128, dim, mode="mean")
+
+    def forward(self, texts):
+        ids = [torch.tensor([ord(c) % 128 for c in t]) for t in texts]
+        offsets = torch.tensor([0] + [len(i) for i in ids[:-1]]).cumsum(0)
+        return torch.nn.functional.normalize(self.emb(torch.cat(ids), offsets), dim=1)
+
+    def encode(self, texts, cache=None, progress=False):
+        with torch.no_grad():
+            return self(texts)
+
+
+def _shots():
+    words = {"a": ["aaab", "aaba", "abaa"], "b": ["bbbc", "bbcb", "bcbb"], "c": ["ccca", "ccac", "cacc"]}
+    texts = [t for ts in words.values() for t in ts]
+    return texts, [lab for lab, ts in words.items() for _ in ts]
+
+
+def test_shot_finetune_lowers_the_full_way_loss_and_is_deterministic():
+    texts, labels = _shots()
+    args = argparse.Namespace(lr=0.05, scale=10.0)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        enc = _CharEncoder()
+        losses = fullway.shot_finetune(enc, texts, labels, 30, args, torch.device("cpu"), batch_size=4,
+                                       seed=1, progress=False)
+        runs.append((losses, enc.emb.weight.detach().clone()))
+    (losses, w), (losses2, w2) = runs
+    assert losses == losses2 and torch.equal(w, w2)
+    assert len(losses) == 30 * 3  # 9 shots in batches of 4: 3 batches an epoch
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+    assert not enc.training
+
+
+def test_shot_finetune_refuses_bad_input():
+    args = argparse.Namespace(lr=0.01, scale=10.0)
+    with pytest.raises(ValueError, match="at least 2 shots"):
+        fullway.shot_finetune(_CharEncoder(), ["ab", "cd", "ce"], ["x", "y", "y"], 1, args, torch.device("cpu"))
+    with pytest.raises(ValueError, match="equally many"):
+        fullway.shot_finetune(_CharEncoder(), ["ab", "cd"], ["x"], 1, args, torch.device("cpu"))
+
+
+def test_center_embeddings_is_cl2n():
+    emb = torch.tensor([[3.0, 1.0], [1.0, 3.0]])
+    out = episodic.center_embeddings(emb, emb.mean(0))
+    assert torch.allclose(out, torch.tensor([[1.0, -1.0], [-1.0, 1.0]]) / 2 ** 0.5)
+    assert torch.allclose(out.norm(dim=1), torch.ones(2))
+    with pytest.raises(ValueError, match="expected"):
+        episodic.center_embeddings(emb, torch.zeros(3))
+
+
+def test_fullway_valid_split_needs_one(shared_data):
+    p = argparse.ArgumentParser()
+    fullway.add_arguments(p)
+    args = p.parse_args(["--data", "banking77", "--algo", "frozen", "--eval-split", "valid",
+                         "--data-dir", str(shared_data)])
+    with pytest.raises(ValueError, match="no official valid split"):
+        fullway.run(args)

@@ -7,4 +7,5 @@ COMMANDS = {
     "encoder": "metabook.bench.encoder",
     "episodic": "metabook.bench.episodic",
     "fullway": "metabook.bench.fullway",
+    "pretrain": "metabook.bench.pretrain",
 }

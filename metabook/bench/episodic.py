@@ -87,12 +87,34 @@ def test_accuracies(predict: Callable, emb: torch.Tensor, labels: np.ndarray, n_
     return accs
 
 
+def center_embeddings(emb: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Subtract ``mean`` and re-normalise to unit length (SimpleShot's CL2N, Wang et al. 2019).
+
+    MiniLM's embeddings share a large common component; removing the mean of the
+    *training* classes' embeddings spreads the test classes apart, most of all at 1-shot.
+    """
+    if mean.shape != emb.shape[-1:]:
+        raise ValueError(f"mean has shape {tuple(mean.shape)}, expected ({emb.shape[-1]},)")
+    return torch.nn.functional.normalize(emb - mean.to(emb), dim=-1)
+
+
 def proto_predict(distance: str) -> Callable:
     net = ProtoNet(distance=distance)
     return lambda sx, sy, qx: net.predict(sx, sy, qx)
 
 
 # -- meta-training the encoder (ProtoNet) --------------------------------------------------
+def clipped_step(loss: torch.Tensor, opt: torch.optim.Optimizer, params: list, where: str) -> float:
+    """Backpropagate ``loss``, clip the gradient norm to 1 and step; refuse a non-finite loss."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{where}: non-finite loss")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return loss.item()
+
+
 def protonet_steps(encoder, sampler, steps: int, args, device, *, allowed: set | None = None,
                    validate: Callable[[int], None] | None = None, val_every: int = 0, desc: str = "meta-train",
                    start: int = 0, progress: bool = True) -> list[float]:
@@ -115,13 +137,7 @@ def protonet_steps(encoder, sampler, steps: int, args, device, *, allowed: set |
             _check_episode(ep.classes, allowed)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = net.loss(ep.support_x, ep.support_y.to(device), ep.query_x, ep.query_y.to(device))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: non-finite loss at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(loss.item())
+        losses.append(clipped_step(loss, opt, params, f"{desc}: step {step}"))
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if validate is not None and val_every and (step % val_every == 0 or step == steps):
             encoder.eval()
@@ -232,6 +248,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", nargs="+", default=None, help="default: every split of the dataset")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--init", default=None,
+                   help="start from an encoder saved by `python -m metabook.bench pretrain` "
+                        "(refused if it was meta-trained on --data)")
     # ProtoNet encoder meta-training (defaults: small on CPU, full on GPU)
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--train-way", type=int, default=None)
@@ -251,6 +270,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meta-batch", type=int, default=16)
     p.add_argument("--distance", default="euclidean", choices=["euclidean", "cosine"],
                    help="frozen baseline's distance")
+    p.add_argument("--center", default="none", choices=["none", "train"],
+                   help="train: subtract the train classes' mean embedding and re-normalise (CL2N)")
+    p.add_argument("--center-per-class", type=int, default=50,
+                   help="train sentences per class used for the --center mean")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/episodic_<data>_<algo>.json)")
     p.add_argument("--device", default=None)
 
@@ -282,46 +305,71 @@ def run(args: argparse.Namespace) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     start = time.perf_counter()
     per_split, all_accs = [], {k: [] for k in args.k_shot}
+    uncentered: dict[int, list[float]] = {k: [] for k in args.k_shot}
     base_encoder = MiniLMEncoder(device=device)
+    init = None
+    if args.init:
+        from metabook.bench.pretrain import load_pretrained
+        side = load_pretrained(base_encoder, args.init, target=args.data)
+        init = {"path": str(args.init), "sha256": side["sha256"], "command": side.get("command"),
+                "meta_pretrain": side.get("meta_pretrain")}
     for sid in splits:
         t0 = time.perf_counter()
         split = ds.split(sid)
         info: dict = {"split": sid, "train_classes": len(split.train), "valid_classes": len(split.valid),
                       "test_classes": len(split.test)}
-        if args.algo == "protonet":
+        if args.algo == "protonet" and args.train_steps > 0:
             encoder = copy.deepcopy(base_encoder)
             info["meta_train"] = finetune_encoder(encoder, ds, sid, args, device, log)
             predict, cache = proto_predict("cosine"), None
         else:
             encoder, cache = base_encoder, True
-            predict = proto_predict(args.distance)
+            predict = proto_predict("cosine" if args.algo == "protonet" else args.distance)
         test_emb, test_labels = encode_classes(encoder, ds, split.test, cache)
+        plain_emb = test_emb
+        if args.center == "train":  # CL2N with the mean of (a sample of) the train classes' embeddings
+            mean = encode_classes(encoder, ds, split.train, cache, per_class=args.center_per_class,
+                                  seed=args.seed)[0].mean(0)
+            test_emb = center_embeddings(test_emb, mean)
         if args.algo not in ("frozen", "protonet"):
             train_emb, train_labels = encode_classes(encoder, ds, split.train, cache)
+            if args.center == "train":
+                train_emb = center_embeddings(train_emb, mean)
             learner = make_head_learner(args.algo, train_emb.shape[1], args.n_way, args)
             info["meta_train"] = train_head(learner, train_emb, train_labels, args, device, sid)
             predict = head_predict(learner)
         for k in args.k_shot:
+            t_eval = time.perf_counter()
             accs = test_accuracies(predict, test_emb.to(device), test_labels, args.n_way, k, args.n_query,
                                    args.episodes, seed=args.seed, device=device)
+            t_eval = time.perf_counter() - t_eval  # sampling + prediction from embeddings, no encoding
             all_accs[k].extend(accs)
             m, ci = mean_ci(accs)
-            info[f"{k}shot"] = {"mean": m, "ci95": ci, "episodes": len(accs)}
+            info[f"{k}shot"] = {"mean": m, "ci95": ci, "episodes": len(accs), "eval_seconds": t_eval}
+            if args.center == "train" and args.algo in ("frozen", "protonet"):  # the same episodes, uncentred
+                plain = test_accuracies(predict, plain_emb.to(device), test_labels, args.n_way, k, args.n_query,
+                                        args.episodes, seed=args.seed, device=device)
+                uncentered[k].extend(plain)
+                info[f"{k}shot_uncentered"] = dict(zip(("mean", "ci95"), mean_ci(plain)))
             log(f"{args.data} {args.algo} split {sid} {args.n_way}-way {k}-shot: {m:.2f} ± {ci:.2f}")
         info["seconds"] = time.perf_counter() - t0
         per_split.append(info)
-        if args.algo == "protonet":
+        if encoder is not base_encoder:
             del encoder
     summary = {}
     for k, accs in all_accs.items():
         m, ci = mean_ci(accs)
         summary[f"{k}shot"] = {"mean": m, "ci95": ci, "episodes": len(accs),
-                               "split_means": [s[f"{k}shot"]["mean"] for s in per_split]}
+                               "split_means": [s[f"{k}shot"]["mean"] for s in per_split],
+                               "max_eval_seconds": max(s[f"{k}shot"]["eval_seconds"] for s in per_split)}
+        if uncentered[k]:
+            m, ci = mean_ci(uncentered[k])
+            summary[f"{k}shot_uncentered"] = {"mean": m, "ci95": ci, "episodes": len(uncentered[k])}
     result = {
         "benchmark": "episodic", "command": "python -m metabook.bench episodic " + " ".join(sys.argv[2:]),
         "data": args.data, "algo": args.algo, "n_way": args.n_way, "k_shot": args.k_shot,
         "n_query": args.n_query, "episodes_per_split": args.episodes, "splits": splits, "seed": args.seed,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "init": init,
         "summary": summary, "per_split": per_split, "seconds": time.perf_counter() - start,
         "versions": _versions(), "hardware": _hardware(device),
     }

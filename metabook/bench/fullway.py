@@ -7,8 +7,14 @@ model is scored on the whole official test split by nearest prototype.
 * ``frozen`` -- prototypes of frozen MiniLM embeddings;
 * ``protonet`` -- (1) optional meta-pre-training of MiniLM with ProtoNet episodes on
   *other* labelled intent datasets (``--meta-data``, never the target), then
-  (2) episodic fine-tuning on the K shots alone (N-way (K-1)-shot 1-query
-  episodes drawn from the K-shot set), then prototypes of all K shots.
+  (2) fine-tuning on the K shots alone, then prototypes of all K shots.  The
+  default ``--shot-method fullway`` trains full-way ProtoNet with a prototype bank
+  and leave-one-out prototypes (:func:`shot_finetune`); ``episodes`` uses N-way
+  (K-1)-shot 1-query episodes drawn from the K-shot set.
+
+``--init`` starts from an encoder saved by ``python -m metabook.bench pretrain``
+(refused if it was meta-trained on the target).  ``--eval-split valid`` scores
+CLINC150's official valid split instead, for choosing settings without the test split.
 """
 from __future__ import annotations
 
@@ -21,9 +27,11 @@ import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from metabook.bench.episodic import _hardware, _versions, protonet_steps
-from metabook.data.intents import load_dataset, load_official
+from metabook.bench.episodic import _hardware, _versions, clipped_step, protonet_steps
+from metabook.bench.pretrain import meta_pretrain
+from metabook.data.intents import load_official
 from metabook.device import by_device, default_device, seed_everything
 from metabook.algorithms import ProtoNet
 from metabook.tasks import EpisodeSampler
@@ -45,6 +53,53 @@ def draw_shots(labels: list[str], k: int, seed: int) -> list[int]:
     return out
 
 
+def shot_finetune(encoder, texts: list[str], labels: list[str], epochs: int, args, device, *,
+                  batch_size: int = 32, seed: int = 0, progress: bool = True) -> list[float]:
+    """Full-way ProtoNet fine-tuning of ``encoder`` on the K shots alone.
+
+    Each epoch embeds every shot without gradients and keeps the per-class sums (a
+    *prototype bank*).  Then, for mini-batches of shots embedded *with* gradients,
+    the logits are ``args.scale`` times the cosine similarity to **all** class
+    prototypes, the sentence's own class using its leave-one-out prototype (the mean
+    of the class's other K-1 shots), and the loss is the cross-entropy.  This is a
+    ProtoNet episode with every class as a negative, N-way (K-1)-shot, whose support
+    embeddings are refreshed once per epoch.  Returns the per-batch losses.
+    """
+    if len(texts) != len(labels) or not texts:
+        raise ValueError(f"need equally many texts and labels, got {len(texts)} and {len(labels)}")
+    classes = sorted(set(labels))
+    index = {c: i for i, c in enumerate(classes)}
+    y = torch.tensor([index[c] for c in labels], device=device)
+    counts = torch.bincount(y, minlength=len(classes))
+    if int(counts.min()) < 2:
+        raise ValueError("every class needs at least 2 shots for leave-one-out prototypes")
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    for epoch in range(epochs):
+        encoder.eval()
+        with torch.no_grad():
+            bank = encoder.encode(texts, cache=None, progress=False).to(device)
+        sums = torch.zeros(len(classes), bank.shape[1], device=device).index_add_(0, y, bank)
+        protos = torch.nn.functional.normalize(sums / counts[:, None], dim=1)
+        encoder.train()
+        order = torch.randperm(len(texts), generator=gen).split(batch_size)
+        for b in tqdm(order, desc=f"shots epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
+            b = b.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                e = encoder([texts[i] for i in b.tolist()]).float()
+            yb = y[b]
+            loo = torch.nn.functional.normalize((sums[yb] - bank[b]) / (counts[yb] - 1)[:, None], dim=1)
+            logits = args.scale * (e @ protos.T)
+            own = args.scale * (e * loo).sum(1)
+            logits = logits.scatter(1, yb[:, None], own[:, None])
+            loss = torch.nn.functional.cross_entropy(logits, yb)
+            losses.append(clipped_step(loss, opt, params, f"shot fine-tuning, epoch {epoch + 1}"))
+    encoder.eval()
+    return losses
+
+
 @torch.no_grad()
 def prototype_accuracy(encoder, shot_texts, shot_labels, test_texts, test_labels, distance: str, cache) -> float:
     """Accuracy (%) of nearest-prototype classification of the test split."""
@@ -58,23 +113,6 @@ def prototype_accuracy(encoder, shot_texts, shot_labels, test_texts, test_labels
     return 100.0 * (pred == qy).double().mean().item()
 
 
-def meta_pretrain(encoder, names: list[str], args, device, log) -> dict:
-    """ProtoNet meta-training on every class of the ``--meta-data`` datasets (not the target)."""
-    texts, labels = [], []
-    for name in names:
-        ds = load_dataset(name, data_dir=args.data_dir)
-        texts += ds.texts
-        labels += [f"{name}:{c}" for c in ds.labels]
-    sampler = EpisodeSampler(labels, args.train_way, args.train_shot, args.train_query, data=texts,
-                             seed=args.seed, drop_small_classes=True)
-    encoder.freeze_layers(args.freeze_layers)
-    t = time.perf_counter()
-    losses = protonet_steps(encoder, sampler, args.meta_steps, args, device, desc="meta-pretrain")
-    log(f"meta-pretrained on {names} ({len(sampler.classes)} classes) for {args.meta_steps} steps")
-    return {"datasets": names, "classes": len(sampler.classes), "steps": args.meta_steps,
-            "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t}
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, choices=["banking77", "clinc150"])
     p.add_argument("--algo", default="protonet", choices=["frozen", "protonet"])
@@ -82,10 +120,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draws", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--init", default=None,
+                   help="start from an encoder saved by `python -m metabook.bench pretrain` instead of "
+                        "meta-pre-training here (refused if it was meta-trained on --data)")
     p.add_argument("--meta-data", nargs="*", default=None,
                    help="other labelled datasets for meta-pre-training (default: the two that are not --data)")
     p.add_argument("--meta-steps", type=int, default=None)
-    p.add_argument("--shot-steps", type=int, default=None, help="fine-tuning steps on the K shots")
+    p.add_argument("--shot-method", default="fullway", choices=["fullway", "episodes"],
+                   help="fine-tuning on the K shots: full-way ProtoNet with a prototype bank "
+                        "(shot_finetune), or N-way (K-1)-shot 1-query episodes (protonet_steps)")
+    p.add_argument("--shot-epochs", type=int, default=None, help="--shot-method fullway: epochs over the shots")
+    p.add_argument("--shot-steps", type=int, default=None, help="--shot-method episodes: steps")
+    p.add_argument("--eval-split", default="test", choices=["test", "valid"],
+                   help="score on the official test split, or on the valid split (CLINC150) for tuning")
     p.add_argument("--train-way", type=int, default=10)
     p.add_argument("--train-shot", type=int, default=5)
     p.add_argument("--train-query", type=int, default=5)
@@ -102,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         args.meta_steps = by_device(300, 3000, device)
     if args.shot_steps is None:
         args.shot_steps = by_device(100, 500, device)
+    if args.shot_epochs is None:
+        args.shot_epochs = by_device(4, 10, device)
     if args.freeze_layers is None:
         args.freeze_layers = 0 if device.type != "cpu" else 2
     if args.meta_data is None:
@@ -114,10 +163,19 @@ def run(args: argparse.Namespace) -> int:
 
     official = load_official(args.data, data_dir=args.data_dir)
     train, test = official.train, official.test
+    if args.eval_split == "valid":
+        if official.valid is None:
+            raise ValueError(f"{args.data} has no official valid split; --eval-split valid needs one")
+        test = official.valid
     start = time.perf_counter()
     base = MiniLMEncoder(device=device)
     info: dict = {}
-    if args.algo == "protonet" and args.meta_data and args.meta_steps > 0:
+    if args.init:
+        from metabook.bench.pretrain import load_pretrained
+        side = load_pretrained(base, args.init, target=args.data)
+        info["init"] = {"path": str(args.init), "sha256": side["sha256"], "command": side.get("command")}
+        info["meta_pretrain"] = side.get("meta_pretrain")
+    elif args.algo == "protonet" and args.meta_data and args.meta_steps > 0:
         info["meta_pretrain"] = meta_pretrain(base, args.meta_data, args, device, log)
     results = {}
     for k in args.k_shot:
@@ -131,11 +189,18 @@ def run(args: argparse.Namespace) -> int:
             else:
                 enc = copy.deepcopy(base)
                 enc.freeze_layers(args.freeze_layers)
-                if args.shot_steps > 0:
+                trained = False
+                if args.shot_method == "fullway" and args.shot_epochs > 0:
+                    shot_finetune(enc, shot_texts, shot_labels, args.shot_epochs, args, device,
+                                  seed=args.seed + 100 * d + k)
+                    trained = True
+                elif args.shot_method == "episodes" and args.shot_steps > 0:
                     sampler = EpisodeSampler(shot_labels, min(args.train_way, len(set(shot_labels))), k - 1, 1,
                                              data=shot_texts, seed=args.seed + 100 * d + k)
                     protonet_steps(enc, sampler, args.shot_steps, args, device, desc=f"{k}-shot draw {d}")
-                acc = prototype_accuracy(enc, shot_texts, shot_labels, test.texts, test.labels, "cosine", None)
+                    trained = True
+                acc = prototype_accuracy(enc, shot_texts, shot_labels, test.texts, test.labels, "cosine",
+                                         None if trained else True)
                 del enc
             accs.append(acc)
             log(f"{args.data} {args.algo} {k}-shot draw {d}: {acc:.2f}")
@@ -144,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
                                "ci95": mean_ci(arr)[1], "draws": accs}
     result = {
         "benchmark": "fullway", "command": "python -m metabook.bench fullway " + " ".join(sys.argv[2:]),
-        "data": args.data, "algo": args.algo, "classes": len(set(train.labels)), "test_size": len(test.texts),
+        "data": args.data, "algo": args.algo, "classes": len(set(train.labels)), "eval_split": args.eval_split,
+        "test_size": len(test.texts),
         "settings": {k: v for k, v in vars(args).items() if k != "out"}, **info, "results": results,
         "seconds": time.perf_counter() - start, "versions": _versions(), "hardware": _hardware(device),
     }
