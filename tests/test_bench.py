@@ -229,3 +229,41 @@ def test_fullway_valid_split_needs_one(shared_data):
                          "--data-dir", str(shared_data)])
     with pytest.raises(ValueError, match="no official valid split"):
         fullway.run(args)
+
+
+def test_episodic_frozen_end_to_end_with_centring(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "epi.json"
+    assert bench_main(["episodic", "--data", "hwu64", "--algo", "frozen", "--splits", "01", "--episodes", "30",
+                       "--center", "train", "--center-per-class", "5", "--distance", "cosine",
+                       "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    for k in (1, 5):
+        s = r["summary"][f"{k}shot"]
+        assert s["episodes"] == 30 and 0 <= s["mean"] <= 100 and s["max_eval_seconds"] > 0
+        assert r["summary"][f"{k}shot_uncentered"]["episodes"] == 30
+    assert r["splits"] == ["01"] and r["per_split"][0]["test_classes"] == len(
+        load_dataset("hwu64", data_dir=shared_data).split("01").test)
+
+
+def test_pretrain_then_init_chain(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
+    stem, record = tmp_path / "enc", tmp_path / "record.json"
+    assert bench_main(["pretrain", "--exclude", "banking77", "--meta-data", "hwu64", "--meta-steps", "2",
+                       "--train-way", "3", "--data-dir", str(shared_data), "--out", str(stem),
+                       "--record", str(record)]) == 0
+    side = json.loads(record.read_text())
+    assert side["meta_pretrain"]["datasets"] == ["hwu64"] and side["meta_pretrain"]["steps"] == 2
+    from metabook.bench.pretrain import PretrainLeakError
+
+    with pytest.raises(PretrainLeakError):  # trained on hwu64, so it may not be scored on hwu64
+        bench_main(["episodic", "--data", "hwu64", "--algo", "frozen", "--splits", "01", "--episodes", "2",
+                    "--data-dir", str(shared_data), "--init", str(stem.with_suffix(".safetensors")),
+                    "--out", str(tmp_path / "x.json")])
+    out = tmp_path / "fw.json"
+    assert bench_main(["fullway", "--data", "banking77", "--algo", "protonet", "--k-shot", "2", "--draws", "1",
+                       "--shot-epochs", "1", "--freeze-layers", "5", "--data-dir", str(shared_data),
+                       "--init", str(stem.with_suffix(".safetensors")), "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["init"]["sha256"] == side["sha256"] and r["test_size"] == 3080 and r["classes"] == 77
+    assert 0 < r["results"]["2shot"]["mean"] <= 100
