@@ -180,3 +180,12 @@ def test_every_citation_is_in_the_bibliography():
                 cited.setdefault(key.strip(), path.relative_to(ROOT))
     missing = {k: str(v) for k, v in cited.items() if k not in keys}
     assert not missing, f"cited but not in references.bib: {missing}"
+
+
+def test_readme_results_block_is_generated_from_the_committed_results():
+    from metabook.bench.report import END, START, render
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split(START)[1].split(END)[0]
+    assert block == "\n" + render(ROOT / "benchmarks" / "results"), (
+        "README's results block is stale: run `python -m metabook.bench report --readme README.md`")

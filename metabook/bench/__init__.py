@@ -1,5 +1,13 @@
 """Benchmarks, run as ``python -m metabook.bench <command>``.
 
+* ``speed`` -- one MAML meta-step against ``higher`` and a plain autograd loop
+  (``--workload sinusoid`` or ``text``);
+* ``encoder`` -- MiniLM encoding throughput against sentence-transformers, and the cache;
+* ``episodic`` -- N-way K-shot intent detection on the ProtAugment class splits;
+* ``fullway`` -- the DNNC/CPFT full-way K-shot protocol (BANKING77, CLINC150);
+* ``pretrain`` -- cross-dataset ProtoNet meta-pre-training of MiniLM, saved for ``--init``;
+* ``report`` -- the README's results tables, rendered from ``benchmarks/results/``.
+
 Each command lives in its own module with ``add_arguments(parser)`` and ``run(args)``.
 """
 COMMANDS = {
@@ -8,4 +16,5 @@ COMMANDS = {
     "episodic": "metabook.bench.episodic",
     "fullway": "metabook.bench.fullway",
     "pretrain": "metabook.bench.pretrain",
+    "report": "metabook.bench.report",
 }

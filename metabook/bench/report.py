@@ -1,0 +1,156 @@
+"""The headline results tables, rendered from the JSON files in ``benchmarks/results/``.
+
+``python -m metabook.bench report`` prints the markdown; ``--readme README.md``
+rewrites the block between ``<!-- results:start -->`` and ``<!-- results:end -->``
+in place, so README's numbers are always those of the committed files.  A test
+checks that README's block equals this output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+NAMES = {"banking77": "BANKING77", "hwu64": "HWU64", "clinc150": "CLINC150"}
+#: Issue targets, 5-way episodic (1-shot, 5-shot): the frozen floor + 3 points at 1-shot.
+TARGETS = {"banking77": (89.8, 97.0), "hwu64": (84.6, 95.0), "clinc150": (97.0, 99.2)}
+#: CPFT (Zhang et al., EMNLP 2021), full-way accuracy at K = 5 and 10.
+CPFT = {"banking77": (80.86, 87.20), "clinc150": (92.34, 94.18)}
+HEADS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+
+
+def _load(results: Path, name: str) -> dict | None:
+    path = results / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pm(s: dict | None) -> str:
+    return "—" if s is None else f"{s['mean']:.2f} ± {s['ci95']:.2f}"
+
+
+def _shot(r: dict | None, k: int, key: str = "") -> dict | None:
+    return None if r is None else r["summary"].get(f"{k}shot{key}")
+
+
+def _gap(s: dict | None, target: float) -> str:
+    if s is None:
+        return "—"
+    g = s["mean"] - target
+    return f"{'met' if g >= 0 else 'not met'} ({g:+.2f})"
+
+
+def speed_section(results: Path) -> list[str]:
+    out = []
+    for name, title in (("maml_speed.json", "sinusoid (meta-batch 25, K = 10, 1-40-40-1 MLP)"),
+                        ("maml_speed_text.json", "text head on MiniLM embeddings (5-way 5-shot, meta-batch 16)")):
+        r = _load(results, name)
+        if r is None:
+            continue
+        out += [f"MAML meta-step, {title}, 5 inner steps, medians of {r['repeats']} interleaved steps "
+                f"(`{r['command']}`):", "",
+                "| method | ms / meta-step | vs higher | peak MiB |", "|---|---:|---:|---:|"]
+        for row in r["rows"]:
+            vs = row.get("speedup_vs_higher")
+            out.append(f"| {row['method']} | {row['median_ms']:.1f} | "
+                       f"{'—' if vs is None else f'{vs:.1f}x'} | {row['peak_mib']:.1f} |")
+        out.append("")
+    return out
+
+
+def episodic_section(results: Path) -> list[str]:
+    out = ["Episodic 5-way intent detection, mean ± 95% CI over every test episode of the 5 "
+           "ProtAugment splits (`python -m metabook.bench episodic`). *Meta-trained* fine-tunes "
+           "MiniLM itself with ProtoNet on each split's train intents; *CL2N* centres the embeddings "
+           "on the train intents' mean:", "",
+           "| dataset | K | frozen | frozen + CL2N | meta-trained | meta-trained + CL2N | target | met? |",
+           "|---|---|---:|---:|---:|---:|---:|---|"]
+    evals = []
+    for d, name in NAMES.items():
+        fr, fc, mt = (_load(results, f"episodic_{d}_{a}.json") for a in ("frozen", "frozen-cl2n", "protonet"))
+        centred = mt is not None and "1shot_uncentered" in mt["summary"]
+        for i, k in enumerate((1, 5)):
+            plain = _shot(mt, k, "_uncentered") if centred else _shot(mt, k)
+            best = _shot(mt, k)
+            out.append(f"| {name if i == 0 else ''} | {k} | {_pm(_shot(fr, k))} | {_pm(_shot(fc, k))} | "
+                       f"{_pm(plain)} | {_pm(best) if centred else '—'} | {TARGETS[d][i]} | "
+                       f"{_gap(best, TARGETS[d][i])} |")
+            evals += [s["max_eval_seconds"] for s in (_shot(fr, k), _shot(fc, k))
+                      if s and "max_eval_seconds" in s]
+        if mt is not None:
+            st = mt["settings"]
+            out.append(f"| | | | | {st['train_steps']} steps, {st['train_way']}-way {st['train_shot']}-shot "
+                       f"{st['train_query']}-query, lr {st['lr']:g}, {st['freeze_layers']} layers frozen "
+                       f"| | | |")
+    out.append("")
+    if evals:
+        out += [f"ProtoNet evaluation of 600 test episodes from cached embeddings takes at most "
+                f"{max(evals):.2f} s (sampling included).", ""]
+    heads = [(d, a, _load(results, f"episodic_{d}_{a}.json")) for d in NAMES for a in HEADS]
+    heads = [h for h in heads if h[2] is not None]
+    if heads:
+        out += ["Meta-learned linear heads on frozen MiniLM embeddings (initialised at the prototype "
+                "classifier, as in Proto-MAML):", "",
+                "| dataset | learner | 1-shot | 5-shot |", "|---|---|---:|---:|"]
+        out += [f"| {NAMES[d]} | {a} | {_pm(_shot(r, 1))} | {_pm(_shot(r, 5))} |" for d, a, r in heads]
+        out.append("")
+    return out
+
+
+def fullway_section(results: Path) -> list[str]:
+    out = ["Full-way (DNNC/CPFT protocol: K shots per intent from the official train split, the "
+           "whole official test split, 5 draws, mean ± std; `python -m metabook.bench fullway`). "
+           "*Meta-trained* fine-tunes MiniLM on the K shots with full-way ProtoNet:", "",
+           "| dataset | K | frozen | meta-trained | CPFT | beats CPFT? |", "|---|---|---:|---:|---:|---|"]
+    for d in CPFT:
+        fr, mt = _load(results, f"fullway_{d}_frozen.json"), _load(results, f"fullway_{d}_protonet.json")
+        for i, k in enumerate((5, 10)):
+            def cell(r):
+                s = None if r is None else r["results"].get(f"{k}shot")
+                return (None, "—") if s is None else (s["mean"], f"{s['mean']:.2f} ± {s['std']:.2f}")
+            m, text = cell(mt)
+            verdict = "—" if m is None else f"{'yes' if m > CPFT[d][i] else 'no'} ({m - CPFT[d][i]:+.2f})"
+            out.append(f"| {NAMES[d] if i == 0 else ''} | {k} | {cell(fr)[1]} | {text} | {CPFT[d][i]} | {verdict} |")
+    out.append("")
+    enc = _load(results, "encoder.json")
+    if enc is not None:
+        tp = enc["throughput"]
+        out += [f"MiniLM encoding (`encoder.json`): {tp['metabook']['sentences_per_s']:.0f} sentences/s against "
+                f"sentence-transformers' {tp['sentence-transformers']['sentences_per_s']:.0f} in the same run; "
+                f"a warm embedding cache is {enc['cache']['speedup']:,.0f}x faster than encoding.", ""]
+    return out
+
+
+def render(results: str | Path = "benchmarks/results") -> str:
+    """The results block (markdown) for ``results``."""
+    results = Path(results)
+    lines = ["Measured on the machine recorded in each JSON file under `benchmarks/results/` "
+             "(command, seed, versions, hardware). Regenerate this block with "
+             "`python -m metabook.bench report --readme README.md`.", ""]
+    lines += speed_section(results) + episodic_section(results) + fullway_section(results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the part between the markers replaced by ``block``."""
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise ValueError(f"expected one {START} ... {END} block")
+    head, rest = text.split(START)
+    _, tail = rest.split(END)
+    return f"{head}{START}\n{block}{END}{tail}"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default="benchmarks/results")
+    p.add_argument("--readme", default=None, help="rewrite this file's results block in place")
+
+
+def run(args: argparse.Namespace) -> int:
+    block = render(args.results)
+    if args.readme:
+        path = Path(args.readme)
+        path.write_text(replace_block(path.read_text(), block))
+        print(f"updated {path}")
+    else:
+        print(block, end="")
+    return 0
