@@ -267,3 +267,28 @@ def test_pretrain_then_init_chain(shared_data, tmp_path, monkeypatch):
     r = json.loads(out.read_text())
     assert r["init"]["sha256"] == side["sha256"] and r["test_size"] == 3080 and r["classes"] == 77
     assert 0 < r["results"]["2shot"]["mean"] <= 100
+
+
+def test_episodic_accepts_your_own_protaugment_folder(tmp_path, monkeypatch):
+    """``--data`` takes any folder in the ProtAugment layout; the JSON is named after it."""
+    monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "my_intents"
+    topics = {"weather": "will it rain in {}", "alarm": "wake me up at {} tomorrow",
+              "music": "play some {} songs", "taxi": "get me a cab to {}", "pizza": "order a {} pizza",
+              "timer": "set a timer for {} minutes", "news": "read me the {} headlines",
+              "lights": "turn the {} lights off"}
+    fill = ["paris", "seven", "jazz", "the airport", "large", "ten", "sports", "kitchen", "rome", "nine"]
+    (root / "few_shot" / "01").mkdir(parents=True)
+    with open(root / "full.jsonl", "w") as f:
+        for lab, pattern in topics.items():
+            for w in fill:
+                f.write(json.dumps({"sentence": pattern.format(w), "label": lab}) + "\n")
+    names = list(topics)
+    for part, cls in (("train", names[:2]), ("valid", names[2:3]), ("test", names[3:])):
+        (root / "few_shot" / "01" / f"labels.{part}.txt").write_text("\n".join(cls) + "\n")
+    out = tmp_path / "own.json"
+    assert bench_main(["episodic", "--data", str(root), "--algo", "frozen", "--episodes", "20",
+                       "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["splits"] == ["01"] and r["per_split"][0]["test_classes"] == 5
+    assert r["summary"]["5shot"]["mean"] > 90  # templated intents are easy for MiniLM
