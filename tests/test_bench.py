@@ -292,3 +292,27 @@ def test_episodic_accepts_your_own_protaugment_folder(tmp_path, monkeypatch):
     r = json.loads(out.read_text())
     assert r["splits"] == ["01"] and r["per_split"][0]["test_classes"] == 5
     assert r["summary"]["5shot"]["mean"] > 90  # templated intents are easy for MiniLM
+
+
+def test_fullway_smlmt_stage_uses_only_unlabeled_train_text(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
+    seen = []
+    real = fullway.smlmt_pretrain
+
+    def spy(encoder, texts, args, device, log=print):
+        seen.append(list(texts))
+        return real(encoder, texts, args, device, log)
+
+    monkeypatch.setattr(fullway, "smlmt_pretrain", spy)
+    out = tmp_path / "fw.json"
+    assert bench_main(["fullway", "--data", "banking77", "--algo", "protonet", "--k-shot", "2", "--draws", "1",
+                       "--meta-steps", "0", "--smlmt-steps", "2", "--train-way", "3", "--train-shot", "1",
+                       "--train-query", "1", "--shot-epochs", "0", "--freeze-layers", "5",
+                       "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    from metabook.data.intents import load_official
+
+    official = load_official("banking77", data_dir=shared_data)
+    assert seen == [official.train.texts]  # the train sentences only (their labels never passed)
+    assert not set(seen[0]) & (set(official.test.texts) - set(official.train.texts))
+    r = json.loads(out.read_text())
+    assert r["smlmt"]["steps"] == 2 and r["smlmt"]["words"] > 100

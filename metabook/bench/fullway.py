@@ -12,6 +12,8 @@ model is scored on the whole official test split by nearest prototype.
   and leave-one-out prototypes (:func:`shot_finetune`); ``episodes`` uses N-way
   (K-1)-shot 1-query episodes drawn from the K-shot set.
 
+``--smlmt-steps N`` first meta-trains on self-supervised SMLMT episodes built from
+the target's unlabeled official-train sentences (no labels, no test sentences).
 ``--init`` starts from an encoder saved by ``python -m metabook.bench pretrain``
 (refused if it was meta-trained on the target).  ``--eval-split valid`` scores
 CLINC150's official valid split instead, for choosing settings without the test split.
@@ -100,6 +102,26 @@ def shot_finetune(encoder, texts: list[str], labels: list[str], epochs: int, arg
     return losses
 
 
+def smlmt_pretrain(encoder, texts: list[str], args, device, log=print) -> dict:
+    """ProtoNet meta-training on SMLMT episodes (Bansal et al., 2020) from unlabeled ``texts``.
+
+    The full-way protocol may use the target's unlabeled *train* sentences (never the
+    test split): every episode asks which word was masked, so no intent label is used.
+    """
+    from metabook.data.smlmt import SMLMTSampler
+
+    sampler = SMLMTSampler(texts, args.train_way, args.train_shot, args.train_query, seed=args.seed)
+    encoder.freeze_layers(args.freeze_layers)
+    t = time.perf_counter()
+    losses = protonet_steps(encoder, sampler, args.smlmt_steps, args, device, desc="SMLMT")
+    log(f"SMLMT meta-training: {args.smlmt_steps} steps over {len(sampler.words)} words "
+        f"from {len(sampler.sentences)} unlabeled train sentences")
+    k = max(1, len(losses) // 10)
+    return {"steps": args.smlmt_steps, "sentences": len(sampler.sentences), "words": len(sampler.words),
+            "first_loss": sum(losses[:k]) / k, "final_loss": sum(losses[-k:]) / k,
+            "seconds": time.perf_counter() - t}
+
+
 @torch.no_grad()
 def prototype_accuracy(encoder, shot_texts, shot_labels, test_texts, test_labels, distance: str, cache) -> float:
     """Accuracy (%) of nearest-prototype classification of the test split."""
@@ -123,6 +145,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None,
                    help="start from an encoder saved by `python -m metabook.bench pretrain` instead of "
                         "meta-pre-training here (refused if it was meta-trained on --data)")
+    p.add_argument("--smlmt-steps", type=int, default=0,
+                   help="self-supervised ProtoNet meta-training on SMLMT episodes built from the "
+                        "target's official *train* sentences with their labels dropped (0: off)")
     p.add_argument("--meta-data", nargs="*", default=None,
                    help="other labelled datasets for meta-pre-training (default: the two that are not --data)")
     p.add_argument("--meta-steps", type=int, default=None)
@@ -177,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         info["meta_pretrain"] = side.get("meta_pretrain")
     elif args.algo == "protonet" and args.meta_data and args.meta_steps > 0:
         info["meta_pretrain"] = meta_pretrain(base, args.meta_data, args, device, log)
+    if args.algo == "protonet" and args.smlmt_steps > 0:
+        info["smlmt"] = smlmt_pretrain(base, train.texts, args, device, log)
     results = {}
     for k in args.k_shot:
         accs = []
