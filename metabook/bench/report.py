@@ -18,6 +18,8 @@ TARGETS = {"banking77": (89.8, 97.0), "hwu64": (84.6, 95.0), "clinc150": (97.0, 
 #: CPFT (Zhang et al., EMNLP 2021), full-way accuracy at K = 5 and 10.
 CPFT = {"banking77": (80.86, 87.20), "clinc150": (92.34, 94.18)}
 HEADS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+FULLWAY_VARIANTS = {"protonet-xdata": "meta-trained on the other datasets only, no shot training",
+                    "protonet-smlmt": "SMLMT on the unlabeled train sentences, then shot fine-tuning"}
 
 
 def _load(results: Path, name: str) -> dict | None:
@@ -83,6 +85,13 @@ def episodic_section(results: Path) -> list[str]:
                        f"{st['train_query']}-query, lr {st['lr']:g}, {st['freeze_layers']} layers frozen "
                        f"| | | |")
     out.append("")
+    xdata = [(d, r) for d in NAMES if (r := _load(results, f"episodic_{d}_protonet-xdata.json")) is not None]
+    if xdata:
+        out += ["Episodic ablation: MiniLM meta-trained with ProtoNet on the *other* two datasets only "
+                "(`python -m metabook.bench pretrain`), no training on the target's intents:", "",
+                "| dataset | 1-shot | 5-shot |", "|---|---:|---:|"]
+        out += [f"| {NAMES[d]} | {_pm(_shot(r, 1))} | {_pm(_shot(r, 5))} |" for d, r in xdata]
+        out.append("")
     if evals:
         out += [f"ProtoNet evaluation of 600 test episodes from cached embeddings takes at most "
                 f"{max(evals):.2f} s (sampling included).", ""]
@@ -111,6 +120,15 @@ def fullway_section(results: Path) -> list[str]:
             m, text = cell(mt)
             verdict = "—" if m is None else f"{'yes' if m > CPFT[d][i] else 'no'} ({m - CPFT[d][i]:+.2f})"
             out.append(f"| {NAMES[d] if i == 0 else ''} | {k} | {cell(fr)[1]} | {text} | {CPFT[d][i]} | {verdict} |")
+    ablations = [(d, v, r) for d in CPFT for v in FULLWAY_VARIANTS
+                 if (r := _load(results, f"fullway_{d}_{v}.json")) is not None]
+    if ablations:
+        out += ["", "Full-way ablations (same draws):", "", "| dataset | variant | 5-shot | 10-shot |",
+                "|---|---|---:|---:|"]
+        for d, v, r in ablations:
+            cells = [f"{s['mean']:.2f} ± {s['std']:.2f}" if (s := r["results"].get(f"{k}shot")) else "—"
+                     for k in (5, 10)]
+            out.append(f"| {NAMES[d]} | {FULLWAY_VARIANTS[v]} | {cells[0]} | {cells[1]} |")
     out.append("")
     enc = _load(results, "encoder.json")
     if enc is not None:
