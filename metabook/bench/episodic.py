@@ -10,10 +10,12 @@ Algorithms:
 
 * ``frozen`` -- nearest prototype on frozen MiniLM embeddings (no training);
 * ``protonet`` -- ProtoNet meta-training that fine-tunes the MiniLM encoder itself;
-* ``maml``, ``fomaml``, ``anil``, ``metasgd``, ``reptile`` -- a linear head on frozen
-  MiniLM embeddings, meta-learned with the named algorithm (the head is
-  initialized from the prototypes, as in Triantafillou et al.'s Proto-MAML, so
-  every method starts from the frozen baseline's decision rule).
+* ``maml``, ``fomaml``, ``anil``, ``metasgd``, ``reptile`` -- a head on frozen MiniLM
+  embeddings (a 384x384 linear map, identity at the start, then a zero-initialised
+  output layer), meta-learned with the named algorithm.  Because the output layer
+  starts at zero, the first inner step on the support set sets each class's weights
+  to a multiple of its centred support mean: a prototype-like rule, close to but not
+  the same as Triantafillou et al.'s Proto-MAML initialisation.
 """
 from __future__ import annotations
 
@@ -213,7 +215,7 @@ def make_head_learner(algo: str, dim: int, n_way: int, args):
 
 def head_predict(learner) -> Callable:
     def predict(sx, sy, qx):
-        # Zero-initialised output layer: the support set decides everything, as in Proto-MAML.
+        # Zero-initialised output layer: the support set decides the class weights.
         return learner.predict(sx[None], sy[None], qx[None])[0]
     return predict
 
