@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from metabook import EpisodeSampler, load_dataset, mean_ci
+from metabook import load_dataset, mean_ci
 from metabook.bench import episodic, fullway, speed
 from metabook.bench.__main__ import main as bench_main
 from metabook.bench.memory import PeakTensorMemory, peak_memory_mib
