@@ -142,8 +142,16 @@ def fullway_section(results: Path) -> list[str]:
 def render(results: str | Path = "benchmarks/results") -> str:
     """The results block (markdown) for ``results``."""
     results = Path(results)
-    lines = ["Measured on the machine recorded in each JSON file under `benchmarks/results/` "
-             "(command, seed, versions, hardware). Regenerate this block with "
+    machines = set()
+    for path in sorted(results.glob("*.json")):
+        r = json.loads(path.read_text())
+        hw, ver = r.get("hardware", {}), r.get("versions", {})
+        if hw:
+            machines.add(f"{hw.get('gpu') or hw.get('device')}, {hw.get('cpu_count')} CPU cores, "
+                         f"torch {ver.get('torch', '?')}")
+    where = "; ".join(sorted(machines)) or "no result files yet"
+    lines = [f"Measured on: {where}. Each JSON file under `benchmarks/results/` records its command, "
+             "seed, settings, versions and hardware. Regenerate this block with "
              "`python -m metabook.bench report --readme README.md`.", ""]
     lines += speed_section(results) + episodic_section(results) + fullway_section(results)
     return "\n".join(lines).rstrip() + "\n"
