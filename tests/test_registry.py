@@ -95,7 +95,7 @@ def files_under(path: Path) -> list:
 def test_registry_matches_sources_tsv(shared_data):
     with open(shared_data / "SOURCES.tsv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    assert len(rows) == len(REGISTRY) == 61
+    assert len(rows) == len(REGISTRY) == 91
     for r in rows:
         e = REGISTRY[r["local_path"]]
         assert (e.repository, e.commit, e.upstream_path, e.sha256, e.bytes, e.license) == (
@@ -114,6 +114,19 @@ def test_registry_covers_the_datasets():
         need += [f"protaugment/{ds}/few_shot/0{s}/labels.{p}.txt"
                  for s in range(1, 6) for p in ("train", "valid", "test")]
     assert set(need) <= set(REGISTRY)
+
+
+def test_registry_covers_fewshot_intent(shared_data):
+    need = [f"fewshot_intent/{ds}/{split}/{name}"
+            for ds in ("BANKING77", "CLINC150", "HWU64")
+            for split in ("train", "valid", "test", "train_5", "train_10")
+            for name in ("seq.in", "label")]
+    assert len(need) == 30 and set(need) <= set(REGISTRY)
+    seq = fetch("fewshot_intent/BANKING77/train_5/seq.in", data_dir=shared_data)
+    label = fetch("fewshot_intent/BANKING77/train_5/label", data_dir=shared_data)
+    assert seq == shared_data / "fewshot_intent/BANKING77/train_5/seq.in"
+    n = len(seq.read_text(encoding="utf-8").splitlines())
+    assert n > 0 and n == len(label.read_text(encoding="utf-8").splitlines())
 
 
 def test_unknown_path_suggests():

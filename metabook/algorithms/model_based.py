@@ -13,21 +13,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metabook.algorithms.base import Learner
+
 __all__ = ["InContextLearner"]
 
 
-class InContextLearner(nn.Module):
+class InContextLearner(Learner):
     """Transformer encoder over support + query tokens.
 
     Args:
         in_dim: input feature size (e.g. 384 for MiniLM embeddings).
         max_way: largest N it can label.
         d_model, n_heads, n_layers, dropout: Transformer sizes.
+        task_chunk: tasks per chunk in :meth:`outer_backward`.
+
+    Inputs are embeddings with a leading task dimension, ``(B, M, in_dim)``.
     """
 
     def __init__(self, in_dim: int, max_way: int = 5, d_model: int = 128, n_heads: int = 4,
-                 n_layers: int = 2, dropout: float = 0.0) -> None:
-        super().__init__()
+                 n_layers: int = 2, dropout: float = 0.0, task_chunk: int | None = None) -> None:
+        super().__init__(task_chunk)
         self.max_way = max_way
         self.inp = nn.Linear(in_dim + max_way, d_model)
         layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout, batch_first=True,
@@ -35,31 +40,33 @@ class InContextLearner(nn.Module):
         self.body = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.head = nn.Linear(d_model, max_way)
 
-    def logits(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
-        """Query logits ``(B, M_q, N)``; inputs carry a leading task dim (added if missing)."""
-        single = support_y.dim() == 1
-        if single:
-            support_x, support_y, query_x = support_x[None], support_y[None], query_x[None]
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> torch.Tensor:
+        """The support set as tokens ``(B, M_s, d_model)``: the whole of adaptation is reading them."""
+        self.check(support_x, support_y)
         n_way = int(support_y.max()) + 1
         if n_way > self.max_way:
             raise ValueError(f"episode has {n_way} classes but max_way={self.max_way}")
-        s = torch.cat([support_x, F.one_hot(support_y, self.max_way).to(support_x.dtype)], -1)
-        q = torch.cat([query_x, query_x.new_zeros(*query_x.shape[:-1], self.max_way)], -1)
-        tokens = self.inp(torch.cat([s, q], 1))
+        return self.inp(torch.cat([support_x, F.one_hot(support_y, self.max_way).to(support_x.dtype)], -1))
+
+    def logits(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        """Query logits ``(B, M_q, N)``."""
+        self.check(support_x, support_y, query_x)
+        s = self.adapt(support_x, support_y)
+        q = self.inp(torch.cat([query_x, query_x.new_zeros(*query_x.shape[:-1], self.max_way)], -1))
         ms, mq = s.shape[1], q.shape[1]
         # True = blocked: queries see the support set and themselves only.
-        mask = torch.ones(ms + mq, ms + mq, dtype=torch.bool, device=tokens.device)
+        mask = torch.ones(ms + mq, ms + mq, dtype=torch.bool, device=s.device)
         mask[:, :ms] = False
         mask[torch.arange(ms + mq), torch.arange(ms + mq)] = False
-        out = self.head(self.body(tokens, mask=mask)[:, ms:])[..., :n_way]
-        return out[0] if single else out
+        n_way = int(support_y.max()) + 1
+        return self.head(self.body(torch.cat([s, q], 1), mask=mask)[:, ms:])[..., :n_way]
+
+    def task_losses(self, support_x, support_y, query_x, query_y) -> torch.Tensor:
+        """Query cross-entropy of each task, ``(B,)``."""
+        self.check(support_x, support_y, query_x, query_y)
+        lg = self.logits(support_x, support_y, query_x)
+        return F.cross_entropy(lg.transpose(1, 2), query_y, reduction="none").mean(1)
 
     def loss(self, support_x, support_y, query_x, query_y) -> torch.Tensor:
-        """Mean query cross-entropy."""
-        lg = self.logits(support_x, support_y, query_x)
-        return F.cross_entropy(lg.reshape(-1, lg.shape[-1]), query_y.reshape(-1))
-
-    @torch.no_grad()
-    def predict(self, support_x, support_y, query_x) -> torch.Tensor:
-        """Predicted query labels."""
-        return self.logits(support_x, support_y, query_x).argmax(-1)
+        """Mean query cross-entropy (the same as :meth:`meta_loss`)."""
+        return self.meta_loss(support_x, support_y, query_x, query_y)

@@ -94,6 +94,11 @@ _CLINC = ("clinc/oos-eval", "828f8093932c8fe6ca7936c3d2e52903b1c523de", "CC-BY-3
 _HWU = ("xliuhw/NLU-Evaluation-Data", "f6071b496b17d71e6eb43f543af0707f4ff30557", "CC-BY-4.0")
 _PROTAUGMENT = ("tdopierre/ProtAugment", "4233bbae0d7544e632692c4d2c185b2ed2a19eef",
                 "splits Apache-2.0; texts CC-BY of the original dataset")
+# DNNC/CPFT full-way splits; the repository states no license, so each dataset keeps its own
+_FEWSHOT = ("jianguoz/Few-Shot-Intent-Detection", "fa9553312b1dba54b1be0aae2d30b13171f898e5",
+            "CC-BY-4.0 (repository states no license; data from the original dataset)")
+_FEWSHOT_CLINC = ("jianguoz/Few-Shot-Intent-Detection", "fa9553312b1dba54b1be0aae2d30b13171f898e5",
+                  "CC-BY-3.0 (repository states no license; data from the original dataset)")
 
 # local_path, source, upstream_path, sha256, bytes  (generated from shared/data/SOURCES.tsv)
 _TABLE = (
@@ -264,6 +269,66 @@ _TABLE = (
      "ae5573aa7fada6614862657b0d6aabcd9f33135f56c8cd8dd4aefab6bc8ccd26", 2162280),
     ("protaugment/OOS/raw.txt", _PROTAUGMENT, "data/OOS/raw.txt",
      "904daf3a5f167bfadb202e058aea0734c80ba4a45f7dd7afb4c70815eccaa7be", 917516),
+    ("fewshot_intent/BANKING77/test/label", _FEWSHOT, "Datasets/BANKING77/test/label",
+     "70ae5f494bf8ad54d9315333bf8bc69ebb52fd8604bb7a3c0cbd0487d8695c18", 65960),
+    ("fewshot_intent/BANKING77/test/seq.in", _FEWSHOT, "Datasets/BANKING77/test/seq.in",
+     "0fee79ac6587b8842e7c6a2aeef90f336e91a1b4556524b6a43e4fcfdd9d49d4", 170126),
+    ("fewshot_intent/BANKING77/train/label", _FEWSHOT, "Datasets/BANKING77/train/label",
+     "24a57f715e0e895a5d31aee19975a999ad767b8a0006123df7d36e48c9620fec", 191583),
+    ("fewshot_intent/BANKING77/train/seq.in", _FEWSHOT, "Datasets/BANKING77/train/seq.in",
+     "89a1efb29a2a306e9bb7bcfd0d1ce6b52fa68cb8fdd3ba55cf47d9313f234bda", 524784),
+    ("fewshot_intent/BANKING77/train_10/label", _FEWSHOT, "Datasets/BANKING77/train_10/label",
+     "bbd4fc38a7bf95940f3d010453a7d3ed22641b0c211d76752f84c92421885b01", 16490),
+    ("fewshot_intent/BANKING77/train_10/seq.in", _FEWSHOT, "Datasets/BANKING77/train_10/seq.in",
+     "3b9f7eebee78ed65ccb37fbc94f1be381f59860c83a2f855c59836d2fdcc73b4", 45357),
+    ("fewshot_intent/BANKING77/train_5/label", _FEWSHOT, "Datasets/BANKING77/train_5/label",
+     "e6be8a04aba7c583474bb20595e36e3fd68845121dac2840e320e6398e2de3d2", 8245),
+    ("fewshot_intent/BANKING77/train_5/seq.in", _FEWSHOT, "Datasets/BANKING77/train_5/seq.in",
+     "09125b6aeb6852b07cf707c690fe23273217243ae259f49e26b0dc3f2f6d502b", 22316),
+    ("fewshot_intent/BANKING77/valid/label", _FEWSHOT, "Datasets/BANKING77/valid/label",
+     "4ae5df44bcf58ba16b6069fb0e60cfc84c908a8c2f4b7613e07169f4d8986893", 32980),
+    ("fewshot_intent/BANKING77/valid/seq.in", _FEWSHOT, "Datasets/BANKING77/valid/seq.in",
+     "ab2f65c221ee3cb55fd6e49473e443cef7f1305b8076fe2f2e00ad73c4b661c4", 88552),
+    ("fewshot_intent/CLINC150/test/label", _FEWSHOT_CLINC, "Datasets/CLINC150/test/label",
+     "23305bdd8312f289c70290db66ae8c51d19b6b8d2cc4130a744c4cc97cda06a6", 57540),
+    ("fewshot_intent/CLINC150/test/seq.in", _FEWSHOT_CLINC, "Datasets/CLINC150/test/seq.in",
+     "aa1ce72b5dd7e3ac7b60d35dc0e59ce481f80c1714733ba4d792c54d0b2d88d1", 181400),
+    ("fewshot_intent/CLINC150/train/label", _FEWSHOT_CLINC, "Datasets/CLINC150/train/label",
+     "6a6dce260a6d1e9fe9381da99c832698478777acf8e3b76175957d2cbbcb30dd", 191800),
+    ("fewshot_intent/CLINC150/train/seq.in", _FEWSHOT_CLINC, "Datasets/CLINC150/train/seq.in",
+     "637f470c113c1260399ae220937798b56039ec7193c695ef1599fc351493dc9c", 613635),
+    ("fewshot_intent/CLINC150/train_10/label", _FEWSHOT_CLINC, "Datasets/CLINC150/train_10/label",
+     "5e35540a477d0d255dbc7a99b352ca276fb6cc2e52b21b3f5c26f9cec8d0d647", 19180),
+    ("fewshot_intent/CLINC150/train_10/seq.in", _FEWSHOT_CLINC, "Datasets/CLINC150/train_10/seq.in",
+     "f03385d063e5139723aeb94cc1014409d87aecd19bab46a301d025c2e012fa9d", 62235),
+    ("fewshot_intent/CLINC150/train_5/label", _FEWSHOT_CLINC, "Datasets/CLINC150/train_5/label",
+     "a954c2aeb575ad5d6f6b1efe07155b26d97c15799c5cc991c83087825ca09967", 9590),
+    ("fewshot_intent/CLINC150/train_5/seq.in", _FEWSHOT_CLINC, "Datasets/CLINC150/train_5/seq.in",
+     "6b65a2e54d66c502c366abe03dec1f5b1987336f956b328fecdefcbe0edae3f9", 31477),
+    ("fewshot_intent/CLINC150/valid/label", _FEWSHOT_CLINC, "Datasets/CLINC150/valid/label",
+     "9fe73d0ea52a8697da08e8f6a62cecfd54ede4e1114f591d3f66e9518fcb7ccd", 38360),
+    ("fewshot_intent/CLINC150/valid/seq.in", _FEWSHOT_CLINC, "Datasets/CLINC150/valid/seq.in",
+     "9ee7c2988de8d3415bfd272f3c0857c615162b5e2f8cdee0c13127003418d47c", 122481),
+    ("fewshot_intent/HWU64/test/label", _FEWSHOT, "Datasets/HWU64/test/label",
+     "aec9b5c05528709ec48202dddd7ee1789536a5562866d91feef102d5d9476815", 15881),
+    ("fewshot_intent/HWU64/test/seq.in", _FEWSHOT, "Datasets/HWU64/test/seq.in",
+     "c0129df86114872dd58ac48448fd5559ed6679895b1938f469cf360f7c85ba79", 37709),
+    ("fewshot_intent/HWU64/train/label", _FEWSHOT, "Datasets/HWU64/train/label",
+     "90e21d2f25cba02dd332b6cdb7d09d4fe178680b91a4469adf1790f753f7df2c", 132158),
+    ("fewshot_intent/HWU64/train/seq.in", _FEWSHOT, "Datasets/HWU64/train/seq.in",
+     "6f37991e7920711e3c5024f5f5ac535882b9da1df84e837d889c5a53ef91cd4f", 308291),
+    ("fewshot_intent/HWU64/train_10/label", _FEWSHOT, "Datasets/HWU64/train_10/label",
+     "c40a013fa9b98df59c4a58e069cc543d003e89e2426633ab6e964f84f3773454", 9500),
+    ("fewshot_intent/HWU64/train_10/seq.in", _FEWSHOT, "Datasets/HWU64/train_10/seq.in",
+     "285193d07bb7fc7e26346924a55a991c581ad6445c2762b4beaf5ecd35df612a", 21227),
+    ("fewshot_intent/HWU64/train_5/label", _FEWSHOT, "Datasets/HWU64/train_5/label",
+     "f5806f5225c3d84e2cff3ff1209d5865b36230d7b47d63b2bc10cc8a01c48155", 4750),
+    ("fewshot_intent/HWU64/train_5/seq.in", _FEWSHOT, "Datasets/HWU64/train_5/seq.in",
+     "d85338c0020f11922d52c478000595b424ce0752465abc9e6b8d4231bad4807a", 10466),
+    ("fewshot_intent/HWU64/valid/label", _FEWSHOT, "Datasets/HWU64/valid/label",
+     "aec9b5c05528709ec48202dddd7ee1789536a5562866d91feef102d5d9476815", 15881),
+    ("fewshot_intent/HWU64/valid/seq.in", _FEWSHOT, "Datasets/HWU64/valid/seq.in",
+     "fa939bc5394f708691c3d4d5c03bb59fc8301af4cc72a73e9e32fcedafd4e3c2", 36191),
 )
 
 #: local path -> :class:`DataFile`, for every file metabook can fetch.
@@ -434,7 +499,7 @@ def fetch_all(prefix: str = "", **kwargs) -> list[Path]:
     """:func:`fetch` every registered file whose local path starts with ``prefix``.
 
     ``fetch_all("protaugment/HWU64")`` gets one dataset; ``fetch_all()`` gets everything
-    (about 11 MB).  Keyword arguments go to :func:`fetch`.
+    (about 14 MB).  Keyword arguments go to :func:`fetch`.
     """
     keys = [k for k in REGISTRY if k.startswith(prefix)]
     if not keys:
