@@ -11,7 +11,7 @@ from metabook.data.intents import (IntentDataset, load_dataset, load_official, l
 from metabook.data.smlmt import SMLMTSampler
 from metabook.models import mlp, sinusoid_mlp
 from metabook.encoders import EmbeddingCache, MiniLMEncoder
-from metabook.algorithms import (ANIL, MAML, InContextLearner, MetaSGD, ProtoNet, Reptile,
+from metabook.algorithms import (ANIL, MAML, InContextLearner, Learner, MetaSGD, ProtoNet, Reptile,
                                  check_functional, prototypes)
 from metabook.train import evaluate, mean_ci, meta_train
 
@@ -22,7 +22,7 @@ __all__ = [
     "SinusoidTasks", "REGISTRY", "fetch", "ChecksumError", "DataFormatError", "DataUnavailableError",
     "IntentDataset", "load_dataset", "load_official", "load_unlabeled",
     "SMLMTSampler", "mlp", "sinusoid_mlp", "MiniLMEncoder", "EmbeddingCache",
-    "MAML", "ANIL", "MetaSGD", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
+    "Learner", "MAML", "ANIL", "MetaSGD", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
     "check_functional",
     "mean_ci", "evaluate", "meta_train",
 ]

@@ -31,7 +31,8 @@ from typing import Any, Callable, Mapping, Union
 import torch
 from torch import nn
 
-__all__ = ["Learner", "Inputs", "check_episode", "num_tasks", "take_tasks", "call_model", "output_logits"]
+__all__ = ["Learner", "Inputs", "check_episode", "num_tasks", "take_tasks", "call_model", "output_logits",
+           "encode_tasks"]
 
 #: A tensor ``(B, M, ...)`` or a mapping of such tensors.
 Inputs = Union[torch.Tensor, Mapping[str, torch.Tensor]]
@@ -119,6 +120,16 @@ def take_tasks(x: Inputs, lo: int, hi: int) -> Inputs:
     if isinstance(x, Mapping):
         return {k: v[lo:hi] for k, v in x.items()}
     return x[lo:hi]
+
+
+def encode_tasks(encoder: Callable, x: Any) -> torch.Tensor:
+    """Embed ``(B, M, ...)`` inputs with ``encoder`` (tasks and examples flattened into one
+    batch) to ``(B, M, D)``; B lists of sentences are encoded task by task."""
+    if isinstance(x, (list, tuple)):
+        return torch.stack([encoder(list(xi)) for xi in x])
+    b = num_tasks(x)
+    flat = {k: v.flatten(0, 1) for k, v in x.items()} if isinstance(x, Mapping) else x.flatten(0, 1)
+    return call_model(encoder, flat).unflatten(0, (b, -1))
 
 
 class Learner(nn.Module):

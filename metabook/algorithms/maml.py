@@ -203,7 +203,7 @@ class MAML(Learner):
         self.check(support_x, support_y, query_x, query_y)
         with torch.enable_grad():
             fast, forward = self._inner_loop(self.features(support_x), support_y, None,
-                                             create_graph=not self.first_order)
+                                             create_graph=not self.first_order, track=True)
             return vmap(self.outer_loss_fn)(forward(fast, self.features(query_x)), query_y)
 
     def logits(self, support_x: Inputs, support_y: torch.Tensor, query_x: Inputs) -> torch.Tensor:
@@ -217,18 +217,20 @@ class MAML(Learner):
         with torch.no_grad():
             return forward({k: v.detach() for k, v in fast.items()}, hq)
 
-    def _inner_loop(self, sx: Inputs, sy: torch.Tensor, steps: int | None, create_graph: bool):
+    def _inner_loop(self, sx: Inputs, sy: torch.Tensor, steps: int | None, create_graph: bool,
+                    track: bool = False):
+        # track: fast weights stay connected to theta (training); else they start from a detached copy.
         b = sy.shape[0]
         adapt = set(self.adapt_names)
         fast = {}
         for n, p in self.params().items():
             if n in adapt:
-                if not create_graph:
+                if not track:
                     p = p.detach()
                 p = p if p.requires_grad else p.detach().requires_grad_(True)
                 p = p.unsqueeze(0).expand(b, *p.shape)
             fast[n] = p
-        if not create_graph:
+        if not track:
             sx = {k: v.detach() for k, v in sx.items()} if isinstance(sx, Mapping) else sx.detach()
         in_dims = ({n: (0 if n in adapt else None) for n in fast}, 0)
         forward = vmap(self._head, in_dims=in_dims, randomness="different")
@@ -281,4 +283,4 @@ class ANIL(MAML):
             return super()._head(params, h)
         cut = len(self.head) + 1
         head_params = {n[cut:]: p for n, p in params.items() if n.startswith(self.head + ".")}
-        return functional_call(self.model[-1], head_params, (x,))
+        return functional_call(self.model[-1], head_params, (h,))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook.algorithms.base import Learner
+from metabook.algorithms.base import Learner, encode_tasks
 
 __all__ = ["InContextLearner"]
 
@@ -26,13 +26,18 @@ class InContextLearner(Learner):
         max_way: largest N it can label.
         d_model, n_heads, n_layers, dropout: Transformer sizes.
         task_chunk: tasks per chunk in :meth:`outer_backward`.
+        encoder: optional module that embeds the inputs first (e.g. a
+            :class:`~metabook.bert.SentenceEncoder` on token mappings), trained with the rest.
 
-    Inputs are embeddings with a leading task dimension, ``(B, M, in_dim)``.
+    Inputs are embeddings with a leading task dimension, ``(B, M, in_dim)``, or
+    whatever ``encoder`` takes, with the same leading ``(B, M)``.
     """
 
     def __init__(self, in_dim: int, max_way: int = 5, d_model: int = 128, n_heads: int = 4,
-                 n_layers: int = 2, dropout: float = 0.0, task_chunk: int | None = None) -> None:
+                 n_layers: int = 2, dropout: float = 0.0, task_chunk: int | None = None,
+                 encoder: nn.Module | None = None) -> None:
         super().__init__(task_chunk)
+        self.encoder = encoder
         self.max_way = max_way
         self.inp = nn.Linear(in_dim + max_way, d_model)
         layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout, batch_first=True,
@@ -40,18 +45,24 @@ class InContextLearner(Learner):
         self.body = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.head = nn.Linear(d_model, max_way)
 
+    def embed(self, x):
+        """``x`` itself, or its embeddings ``(B, M, in_dim)`` when there is an encoder."""
+        return x if self.encoder is None else encode_tasks(self.encoder, x)
+
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> torch.Tensor:
         """The support set as tokens ``(B, M_s, d_model)``: the whole of adaptation is reading them."""
         self.check(support_x, support_y)
         n_way = int(support_y.max()) + 1
         if n_way > self.max_way:
             raise ValueError(f"episode has {n_way} classes but max_way={self.max_way}")
+        support_x = self.embed(support_x)
         return self.inp(torch.cat([support_x, F.one_hot(support_y, self.max_way).to(support_x.dtype)], -1))
 
     def logits(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
         """Query logits ``(B, M_q, N)``."""
         self.check(support_x, support_y, query_x)
         s = self.adapt(support_x, support_y)
+        query_x = self.embed(query_x)
         q = self.inp(torch.cat([query_x, query_x.new_zeros(*query_x.shape[:-1], self.max_way)], -1))
         ms, mq = s.shape[1], q.shape[1]
         # True = blocked: queries see the support set and themselves only.

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook.algorithms.base import Inputs, Learner, call_model, check_episode
+from metabook.algorithms.base import Inputs, Learner, check_episode, encode_tasks
 
 __all__ = ["ProtoNet", "prototypes"]
 
@@ -76,14 +76,9 @@ class ProtoNet(Learner):
 
     def embed(self, x: Any) -> torch.Tensor:
         """Encode ``(B, M, ...)`` inputs (tasks flattened into one batch) to ``(B, M, D)``."""
-        if _is_text(x):
-            return torch.stack([self.encoder(list(xi)) for xi in x])
-        if isinstance(x, dict):
-            b = next(iter(x.values())).shape[0]
-            return call_model(self.encoder, {k: v.flatten(0, 1) for k, v in x.items()}).unflatten(0, (b, -1))
-        if isinstance(self.encoder, nn.Identity):
+        if isinstance(self.encoder, nn.Identity) and isinstance(x, torch.Tensor):
             return x
-        return call_model(self.encoder, x.flatten(0, 1)).unflatten(0, (x.shape[0], -1))
+        return encode_tasks(self.encoder, x)
 
     def logits_from_embeddings(self, s_emb: torch.Tensor, s_y: torch.Tensor, q_emb: torch.Tensor,
                                n_way: int | None = None) -> torch.Tensor:

@@ -4,6 +4,11 @@ Single process::
 
     python -m metabook.train --algorithm maml --steps 2000 --out runs/maml
 
+Meta-train MiniLM with ProtoNet on BANKING77's class split 01 (valid classes select)::
+
+    python -m metabook.train --task intents --data banking77 --split 01 --algorithm protonet \
+        --steps 300 --val-every 100 --out runs/b77-protonet      # -> runs/b77-protonet/encoder/
+
 Two GPUs (or two CPU processes with gloo)::
 
     torchrun --standalone --nproc-per-node 2 -m metabook.train --config run.yaml
@@ -12,23 +17,32 @@ from __future__ import annotations
 
 import sys
 
+from metabook.data.registry import DataError
 from metabook.train.checkpoint import CheckpointError
 from metabook.train.config import parse_args
 from metabook.train.loop import NonFiniteLossError, run
 
 
+def _line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, train; exit status 2 on a bad option, 1 on a bad checkpoint or a NaN."""
+    """Parse arguments, train; one line on stderr and exit status 2 on bad input (options, data,
+    corpus, encoder), 1 on a bad checkpoint, corrupt data or a NaN."""
     try:
         cfg = parse_args(argv)
     except (ValueError, OSError) as e:
-        print(f"metabook.train: error: {e}", file=sys.stderr)
+        print(f"metabook.train: error: {_line(e)}", file=sys.stderr)
         return 2
     try:
         run(cfg)
-    except (CheckpointError, NonFiniteLossError) as e:
-        print(f"metabook.train: error: {type(e).__name__}: {e}", file=sys.stderr)
+    except (CheckpointError, NonFiniteLossError, DataError) as e:
+        print(f"metabook.train: error: {type(e).__name__}: {_line(e)}", file=sys.stderr)
         return 1
+    except (ValueError, OSError) as e:
+        print(f"metabook.train: error: {_line(e)}", file=sys.stderr)
+        return 2
     return 0
 
 

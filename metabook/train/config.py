@@ -1,5 +1,5 @@
 """Run configuration of ``python -m metabook.train``: a dataclass, YAML and command-line parsing,
-and the factory that turns a configuration into a learner and its optimizer.
+and the factories that turn a configuration into a task source, a learner and its optimizer.
 
 Precedence: dataclass defaults < ``--config run.yaml`` < command-line arguments.
 """
@@ -15,29 +15,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook.algorithms import ANIL, MAML, MetaSGD, Reptile
+from metabook.algorithms import ANIL, MAML, InContextLearner, Learner, MetaSGD, ProtoNet, Reptile
+from metabook.device import by_device
 from metabook.models import sinusoid_mlp
 
-__all__ = ["TrainConfig", "ALGORITHMS", "parse_args", "load_yaml", "build_learner", "build_optimizer"]
+__all__ = ["TrainConfig", "ALGORITHMS", "TASKS", "parse_args", "load_yaml", "build", "Built", "build_learner",
+           "build_optimizer", "build_source"]
 
-ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+ALGORITHMS = ("protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "icl")
+TASKS = ("sinusoid", "intents", "smlmt", "mixture")
 #: Config keys that define the model; resuming with different values is refused.
-MODEL_KEYS = ("task", "algorithm", "hidden", "dtype")
+MODEL_KEYS = ("task", "algorithm", "hidden", "dtype", "encoder", "n_way", "adapt", "freeze_layers")
 
 _HELP = {
     "algorithm": f"meta-learner: {', '.join(ALGORITHMS)}",
-    "task": "task family (only 'sinusoid' for now)",
+    "task": "task source: sinusoid, intents (--data/--split), smlmt (--corpus) or mixture (intents + smlmt)",
+    "data": "intents: banking77 | clinc150 | hwu64 | a ProtAugment-layout folder",
+    "split": "intents: the class split (train classes train, valid classes select; test never seen)",
+    "corpus": "smlmt/mixture: unlabeled UTF-8 text, one sentence a line (or banking77|clinc150|hwu64|wiki)",
+    "mixture_p": "mixture: probability that a task is an intents task (else SMLMT)",
+    "encoder": "text tasks: minilm | tiny (random small BERT) | a local Hugging Face folder | a hub id",
+    "n_way": "text tasks: classes per episode",
+    "adapt": "MAML family on text: what the inner loop adapts: all | head | topK (top K layers + head) | lora",
+    "freeze_layers": "text tasks: embeddings + bottom N layers get no outer update (0 = none)",
+    "max_length": "text tasks: tokens per sentence (longer ones are truncated)",
+    "scale": "text tasks: cosine logit scale (ProtoNet) / embedding scale before the head",
+    "task_chunk": "tasks per chunk in the backward pass (same gradients, less memory); none = all",
+    "val_every": "validate on the split's valid classes every N steps (0 = never); the best checkpoint is kept",
+    "val_episodes": "validation episodes", "patience": "stop after N validations without improvement (0 = never)",
     "steps": "total outer steps (a resumed run continues up to this number)",
     "meta_batch": "GLOBAL meta-batch: tasks per step summed over all ranks",
     "k_shot": "support points per task", "n_query": "query points per task",
-    "inner_lr": "inner-loop step size (alpha; Meta-SGD's initial value)",
+    "inner_lr": "inner-loop step size (alpha; Meta-SGD's initial value; default 0.01, 0.5 on text)",
     "inner_steps": "inner-loop gradient steps",
-    "meta_lr": "outer learning rate (default 1e-3 for adam; 0.1 = Reptile's epsilon for sgd)",
-    "optimizer": "outer optimizer: adam or sgd (default adam; sgd for reptile)",
+    "meta_lr": "outer learning rate (default 1e-3 for adam, 3e-5 for adamw; 0.1 = Reptile's epsilon for sgd)",
+    "optimizer": "outer optimizer: adam, adamw or sgd (default adam; adamw on text; sgd for reptile)",
     "hidden": "hidden width of the 1-h-h-1 MLP", "dtype": "parameter dtype: float32 or float64",
     "precision": "auto (bf16 autocast on CUDA with float32, else off), fp32 (off) or bf16 (force)",
     "device": "auto, cpu, cuda, ... (under torchrun: cuda:LOCAL_RANK when CUDA is available)",
-    "seed": "seed of the task stream and the initialization", "out": "output directory",
+    "seed": "seed of the task stream and the initialization",
+    "out": "output directory (default runs/<task>-<algorithm>); the trained encoder goes to OUT/encoder",
     "checkpoint_every": "write a checkpoint every N steps (and always at the end); 0 = only at the end",
     "keep_checkpoints": "keep the newest N checkpoints (0 = all)",
     "log_every": "write a metrics line every N steps",
@@ -58,11 +75,21 @@ class TrainConfig:
 
     algorithm: str = "maml"
     task: str = "sinusoid"
+    data: str | None = None
+    split: str = "01"
+    corpus: str | None = None
+    mixture_p: float = 0.5
+    encoder: str = "minilm"
+    n_way: int = 5
+    adapt: str = "top2"
+    freeze_layers: int = 0
+    max_length: int = 32
+    scale: float = 20.0
     steps: int = 1000
-    meta_batch: int = 25
-    k_shot: int = 10
-    n_query: int = 10
-    inner_lr: float = 0.01
+    meta_batch: int | None = None
+    k_shot: int | None = None
+    n_query: int | None = None
+    inner_lr: float | None = None
     inner_steps: int = 1
     meta_lr: float | None = None
     optimizer: str | None = None
@@ -71,7 +98,7 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"
     seed: int = 0
-    out: str = "runs/sinusoid"
+    out: str | None = None
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     log_every: int = 1
@@ -84,29 +111,67 @@ class TrainConfig:
     tensorboard: bool = True
     threads: int | None = None
     backend: str | None = None
+    task_chunk: int | None = None
+    val_every: int = 0
+    val_episodes: int = 100
+    patience: int = 0
+
+    @property
+    def text(self) -> bool:
+        """Whether the task is a text task (tokenized episodes through an encoder)."""
+        return self.task != "sinusoid"
 
     def resolved(self) -> "TrainConfig":
-        """Fill the algorithm-dependent defaults (optimizer, meta_lr) and validate."""
-        opt = self.optimizer or ("sgd" if self.algorithm == "reptile" else "adam")
-        lr = self.meta_lr if self.meta_lr is not None else (0.1 if opt == "sgd" else 1e-3)
-        cfg = dataclasses.replace(self, optimizer=opt, meta_lr=float(lr))
+        """Fill the task- and algorithm-dependent defaults and validate.
+
+        Sinusoid: meta-batch 25, K = Q = 10, inner lr 0.01, Adam 1e-3.  Text:
+        meta-batch 4 on a CPU (16 on a GPU), K = 2 (5), Q = 3 (5), inner lr 0.5,
+        AdamW 3e-5.  Reptile: SGD with lr 0.1 (epsilon).
+        """
+        sin = not self.text
+        pick = lambda v, a, b: v if v is not None else (a if sin else b)  # noqa: E731
+        opt = self.optimizer or ("sgd" if self.algorithm == "reptile" else ("adam" if sin else "adamw"))
+        lr = self.meta_lr if self.meta_lr is not None else {"sgd": 0.1, "adam": 1e-3, "adamw": 3e-5}[opt]
+        cfg = dataclasses.replace(
+            self, optimizer=opt, meta_lr=float(lr),
+            meta_batch=pick(self.meta_batch, 25, by_device(4, 16, self._device())),
+            k_shot=pick(self.k_shot, 10, by_device(2, 5, self._device())),
+            n_query=pick(self.n_query, 10, by_device(3, 5, self._device())),
+            inner_lr=float(pick(self.inner_lr, 0.01, 0.5)),
+            out=self.out or f"runs/{self.task}-{self.algorithm}")
         cfg.validate()
         return cfg
 
+    def _device(self) -> torch.device:
+        from metabook.device import default_device
+        return default_device() if self.device == "auto" else torch.device(self.device)
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        choices = {"algorithm": ALGORITHMS, "task": ("sinusoid",), "dtype": ("float32", "float64"),
+        choices = {"algorithm": ALGORITHMS, "task": TASKS, "dtype": ("float32", "float64"),
                    "precision": ("auto", "fp32", "bf16"), "on_nonfinite": ("raise", "skip"),
-                   "optimizer": ("adam", "sgd", None)}
+                   "optimizer": ("adam", "adamw", "sgd", None)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {[a for a in allowed if a]}, got {getattr(self, name)!r}")
-        for name in ("steps", "checkpoint_every", "keep_checkpoints", "inner_steps"):
+        for name in ("steps", "checkpoint_every", "keep_checkpoints", "inner_steps", "freeze_layers",
+                     "val_every", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("meta_batch", "k_shot", "n_query", "hidden", "log_every", "max_skips"):
-            if getattr(self, name) < 1:
+        for name in ("meta_batch", "k_shot", "n_query", "hidden", "log_every", "max_skips", "n_way",
+                     "max_length", "val_episodes", "task_chunk"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.adapt in ("all", "head", "lora") or (self.adapt.startswith("top") and self.adapt[3:].isdigit())):
+            raise ValueError(f"adapt must be all, head, lora or topK (e.g. top2), got {self.adapt!r}")
+        if self.text:
+            if self.task in ("intents", "mixture") and not self.data:
+                raise ValueError(f"--task {self.task} needs --data (banking77, clinc150, hwu64 or a folder)")
+            if self.task in ("smlmt", "mixture") and not self.corpus:
+                raise ValueError(f"--task {self.task} needs --corpus (a text file, one sentence a line)")
+        elif self.algorithm in ("protonet", "icl"):
+            raise ValueError(f"--algorithm {self.algorithm} classifies; the sinusoid task is regression "
+                             "(use --task intents, smlmt or mixture)")
         if self.algorithm == "reptile" and self.inner_steps < 1:
             raise ValueError("reptile needs inner_steps >= 1")
         if self.precision == "bf16" and self.dtype == "float64":
@@ -134,8 +199,9 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {value!r}")
         return value
-    kind = {"meta_lr": float, "clip_grad": float, "threads": int, "optimizer": str, "backend": str}.get(
-        name, type(default))
+    kind = {"meta_lr": float, "clip_grad": float, "threads": int, "optimizer": str, "backend": str,
+            "data": str, "corpus": str, "out": str, "meta_batch": int, "k_shot": int, "n_query": int,
+            "inner_lr": float, "task_chunk": int}.get(name, type(default))
     if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     try:
@@ -167,7 +233,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m metabook.train",
-        description="Meta-train on the sinusoid family; the same command runs under torchrun "
+        description="Meta-train any learner on any task source (sinusoid regression, intent episodes, "
+                    "SMLMT from unlabeled text, or a mixture); the same command runs under torchrun "
                     "(data parallel over the task batch).",
         argument_default=argparse.SUPPRESS)
     p.add_argument("--config", help="YAML file of options; command-line arguments override it")
@@ -191,10 +258,19 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     return cfg
 
 
-def build_learner(cfg: TrainConfig) -> nn.Module:
-    """The learner of ``cfg`` around a fresh sinusoid MLP (uses the global torch RNG)."""
+@dataclass
+class Built:
+    """What :func:`build` makes: the learner, and for text tasks the encoder and its tokenizer."""
+
+    learner: Learner
+    encoder: nn.Module | None = None
+    tokenizer: Any = None
+    encoder_info: dict | None = None
+
+
+def _sinusoid_learner(cfg: TrainConfig) -> Learner:
     model = sinusoid_mlp(cfg.hidden).to(getattr(torch, cfg.dtype))
-    kw = dict(inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, loss_fn=F.mse_loss)
+    kw = dict(inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, loss_fn=F.mse_loss, task_chunk=cfg.task_chunk)
     if cfg.algorithm in ("maml", "fomaml"):
         return MAML(model, first_order=cfg.algorithm == "fomaml", **kw)
     if cfg.algorithm == "anil":
@@ -205,8 +281,110 @@ def build_learner(cfg: TrainConfig) -> nn.Module:
     return Reptile(model, outer_lr=1.0, **kw)
 
 
+def _adapt_lora(bert: nn.Module) -> None:
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise ValueError("--adapt lora needs peft: pip install peft") from None
+    inject_adapter_in_model(LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"]), bert)
+
+
+def _text_learner(cfg: TrainConfig, bert: nn.Module) -> Learner:
+    from metabook.bert import SentenceEncoder, TextClassifier, split_top
+
+    n_layers = len(bert.encoder.layer)
+    if cfg.freeze_layers > n_layers:
+        raise ValueError(f"freeze_layers={cfg.freeze_layers} but the encoder has {n_layers} layers")
+    chunk = cfg.task_chunk
+    if cfg.algorithm == "protonet":
+        return ProtoNet(SentenceEncoder(bert), distance="cosine", scale=cfg.scale, task_chunk=chunk)
+    if cfg.algorithm == "icl":
+        return InContextLearner(bert.config.hidden_size, max_way=cfg.n_way, encoder=SentenceEncoder(bert),
+                                task_chunk=chunk)
+    kw = dict(inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, task_chunk=chunk)
+    if cfg.algorithm == "reptile":
+        return Reptile(TextClassifier(bert, cfg.n_way, scale=cfg.scale), outer_lr=1.0, **kw)
+    first_order = cfg.algorithm == "fomaml"
+    cls = MetaSGD if cfg.algorithm == "metasgd" else MAML
+    if cfg.adapt == "head" or cfg.algorithm == "anil":  # ANIL: the body runs once per task
+        head = nn.Sequential()
+        head.add_module("head", nn.Linear(bert.config.hidden_size, cfg.n_way))
+        nn.init.zeros_(head.head.weight)
+        nn.init.zeros_(head.head.bias)
+        body = nn.Sequential(SentenceEncoder(bert), _Scale(cfg.scale))
+        if cfg.algorithm == "anil":
+            return ANIL(head, head="head", body=body, first_order=first_order, **kw)
+        return cls(head, body=body, first_order=first_order, **kw)
+    if cfg.adapt == "lora":
+        _adapt_lora(bert)
+        model = TextClassifier(bert, cfg.n_way, scale=cfg.scale)
+        return cls(model, adapt=lambda n: "lora_" in n or n.startswith("head."), first_order=first_order, **kw)
+    top = None if cfg.adapt == "all" else int(cfg.adapt[3:])
+    body, model = split_top(bert, cfg.n_way, top, scale=cfg.scale)
+    return cls(model, body=body, first_order=first_order, **kw)
+
+
+class _Scale(nn.Module):
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
+
+
+def build(cfg: TrainConfig) -> Built:
+    """The learner of ``cfg`` (uses the global torch RNG for new weights); text tasks load
+    ``cfg.encoder`` first (:func:`metabook.bert.load_encoder`)."""
+    if not cfg.text:
+        return Built(_sinusoid_learner(cfg))
+    from metabook.bert import load_encoder
+
+    bert, tokenizer, info = load_encoder(cfg.encoder)
+    bert = bert.to(getattr(torch, cfg.dtype))
+    learner = _text_learner(cfg, bert).to(getattr(torch, cfg.dtype))
+    if cfg.freeze_layers:
+        for module in [bert.embeddings, *bert.encoder.layer[:cfg.freeze_layers]]:
+            for p in module.parameters():
+                p.requires_grad_(False)
+    return Built(learner, bert, tokenizer, info)
+
+
+def build_learner(cfg: TrainConfig) -> Learner:
+    """The learner of ``cfg`` alone (see :func:`build`)."""
+    return build(cfg).learner
+
+
+def build_source(cfg: TrainConfig):
+    """The task source of ``cfg`` (:mod:`metabook.train.sources`); validates ``--data``,
+    ``--split`` and ``--corpus`` and raises ``ValueError`` with one line."""
+    from metabook.data.intents import load_unlabeled
+    from metabook.train import sources
+
+    cfg = cfg.resolved()
+    if not cfg.text:
+        return sources.SinusoidSource(cfg.k_shot, cfg.n_query, cfg.seed, getattr(torch, cfg.dtype),
+                                      valid_tasks=cfg.val_episodes if cfg.val_every else 0)
+    intents = smlmt = None
+    if cfg.task in ("intents", "mixture"):
+        intents = sources.IntentSource(cfg.data, cfg.split, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.seed,
+                                       cfg.val_episodes)
+    if cfg.task in ("smlmt", "mixture"):
+        path = cfg.corpus
+        text = (sources.read_corpus(path) if os.path.exists(path) or os.sep in path
+                else load_unlabeled(path))
+        smlmt = sources.SMLMTSource(text, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.seed, corpus=path)
+    if cfg.task == "mixture":
+        return sources.MixtureSource(intents, smlmt, cfg.mixture_p, cfg.seed)
+    return intents or smlmt
+
+
 def build_optimizer(cfg: TrainConfig, learner: nn.Module) -> torch.optim.Optimizer:
-    """Adam or SGD over all of the learner's parameters (model and e.g. Meta-SGD rates)."""
+    """Adam, AdamW (weight decay 0.01) or SGD over the learner's trainable parameters
+    (model and e.g. Meta-SGD rates)."""
     cfg = cfg.resolved() if cfg.optimizer is None or cfg.meta_lr is None else cfg
+    params = [p for p in learner.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.meta_lr, weight_decay=0.01)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
-    return cls(learner.parameters(), lr=cfg.meta_lr)
+    return cls(params, lr=cfg.meta_lr)

@@ -25,17 +25,17 @@ from typing import Callable, ContextManager, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from metabook.algorithms import MAML, Reptile
-from metabook.data.sinusoid import SinusoidTasks
+from metabook.algorithms import Learner
+from metabook.algorithms.base import take_tasks
 from metabook.device import seed_everything
-from metabook.tasks import Episode
+from metabook.tasks import Episode, stack_episodes
 from metabook.train.checkpoint import (CheckpointError, _atomic_write, capture_rng, latest_checkpoint,
                                        list_checkpoints, load_checkpoint, rng_from_bytes, rng_to_bytes,
                                        save_checkpoint)
-from metabook.train.config import TrainConfig, build_learner, build_optimizer
+from metabook.train.config import TrainConfig, build, build_optimizer, build_source
+from metabook.train.export import export_encoder
 from metabook.train.distributed import (DistContext, all_reduce_grads, all_reduce_sum, barrier,
                                         broadcast_module, cleanup, gather_bytes, init_distributed,
                                         rank_seed, shard)
@@ -95,25 +95,33 @@ def _erfinv(y: float) -> float:
 
 @torch.no_grad()
 def evaluate(predict: Callable[..., torch.Tensor], episodes: Iterable[Episode],
-             device: torch.device | str | None = None, progress: bool = False) -> dict:
+             device: torch.device | str | None = None, progress: bool = False,
+             collate: Callable[[Episode], Episode] | None = None) -> dict:
     """Accuracy of ``predict(support_x, support_y, query_x) -> labels`` over episodes.
 
     Returns ``{"mean": ..., "ci95": ..., "n": ..., "accuracies": [...]}`` with
-    accuracies in percent.  Batched episodes count each task separately.
+    accuracies in percent.  Batched episodes count each task separately; an
+    unbatched episode is given a task dimension of 1 before ``predict`` sees it.
+    ``collate`` (e.g. a :class:`~metabook.TextCollator`) turns text episodes into
+    tensors first.  Predictions whose shape differs from the labels' raise.
     """
     accs: list[float] = []
     for ep in tqdm(episodes, disable=not progress, desc="evaluate", leave=False):
+        if not ep.batched:
+            ep = stack_episodes([ep])
+        if collate is not None:
+            ep = collate(ep)
         if device is not None:
             ep = ep.to(device)
         pred = predict(ep.support_x, ep.support_y, ep.query_x)
-        correct = (pred == ep.query_y).double()
-        if ep.batched:
-            accs.extend((100 * correct.mean(-1)).tolist())
-        else:
-            accs.append(100 * correct.mean().item())
+        if not isinstance(pred, torch.Tensor) or pred.shape != ep.query_y.shape:
+            got = tuple(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
+            raise ValueError(f"predict returned {got} but query_y has shape {tuple(ep.query_y.shape)}: "
+                             "it must return one label per query (logits? take .argmax(-1))")
+        correct = (pred == ep.query_y).float().cpu().double()
+        accs.extend((100 * correct.mean(-1)).tolist())
     mean, ci = mean_ci(accs)
     return {"mean": mean, "ci95": ci, "n": len(accs), "accuracies": accs}
-
 
 
 @dataclass
@@ -132,7 +140,8 @@ def _grad_norm(params: Sequence[torch.Tensor], clip: float | None) -> torch.Tens
         return torch.nn.utils.clip_grad_norm_(params, clip)
     if not grads:
         return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.double()) for g in grads]))
+    # float32 on the device (MPS has no float64)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
 def _skip_or_raise(policy: str, message: str, step: int, tasks: Sequence[int], consecutive: int,
@@ -202,27 +211,10 @@ def meta_train(loss_fn: Callable[[Episode], torch.Tensor], batches: Iterator[Epi
 
 
 # -- one guarded, data-parallel outer step ----------------------------------------------------
-def task_losses(learner: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor,
-                query_x: torch.Tensor, query_y: torch.Tensor) -> torch.Tensor:
-    """Per-task query losses ``(B,)`` after adaptation, differentiable for MAML-family learners.
-
-    ``losses.mean()`` is ``learner.meta_loss(...)``.  For :class:`~metabook.Reptile`
-    the losses are those of the adapted weights (no graph).
-    """
-    if isinstance(learner, MAML):
-        params = learner.params()
-        return vmap(lambda *t: learner.task_loss(params, *t), randomness="different")(
-            support_x, support_y, query_x, query_y)
-    if isinstance(learner, Reptile):
-        return _reptile_losses(learner, learner.adapt_batch(support_x, support_y), query_x, query_y)
-    raise TypeError(f"task_losses supports MAML-family learners and Reptile, got {type(learner).__name__}")
-
-
-def _reptile_losses(learner: Reptile, phi: dict, query_x: torch.Tensor, query_y: torch.Tensor) -> torch.Tensor:
-    buffers = dict(learner.model.named_buffers())
-    run_one = lambda p, x, y: learner.loss_fn(functional_call(learner.model, (p, buffers), (x,)), y)  # noqa: E731
-    with torch.no_grad():
-        return vmap(run_one, randomness="different")(phi, query_x, query_y)
+def task_losses(learner: Learner, support_x, support_y: torch.Tensor, query_x,
+                query_y: torch.Tensor) -> torch.Tensor:
+    """Per-task outer objectives ``(B,)``: ``learner.task_losses(...)`` (kept for older code)."""
+    return learner.task_losses(support_x, support_y, query_x, query_y)
 
 
 @dataclass
@@ -236,51 +228,45 @@ class StepResult:
     reason: str = ""
 
 
-def meta_step(learner: nn.Module, optimizer: torch.optim.Optimizer, episode: Episode, *, step: int,
+def meta_step(learner: Learner, optimizer: torch.optim.Optimizer, episode: Episode, *, step: int,
               global_batch: int | None = None, task_offset: int = 0, ctx: DistContext | None = None,
               autocast: Callable[[], ContextManager] | None = None, clip_grad: float | None = None,
               on_nonfinite: str = "raise", task_info: Sequence | None = None) -> StepResult:
-    """One outer step on this rank's slice of a global meta-batch.
+    """One outer step on this rank's slice of a global meta-batch, for any :class:`~metabook.Learner`.
 
     ``episode`` holds this rank's tasks, which are tasks ``task_offset ..`` of a
     global meta-batch of ``global_batch`` tasks (default: all of them, single
-    process).  Each rank back-propagates ``sum(local losses) / global_batch``;
+    process).  Each rank calls ``learner.outer_backward(..., scale=1/global_batch)``;
     gradients are summed over ranks, so the update equals that of one process on
-    the whole batch.  Reptile's update ``theta - mean(phi)`` is used as its
-    gradient (SGD with ``lr=epsilon`` is exactly Reptile).  Per-task losses are
-    all-reduced first, so every rank takes the same decision on a non-finite loss:
-    raise :class:`NonFiniteLossError` (``on_nonfinite="raise"``) or return a
-    skipped result without updating (``"skip"``; the caller counts skips).
+    the whole batch.  Per-task losses are all-reduced first, so every rank takes
+    the same decision on a non-finite loss: raise :class:`NonFiniteLossError`
+    (``on_nonfinite="raise"``) or return a skipped result without updating
+    (``"skip"``; the caller counts skips).
     """
     ctx = ctx or DistContext()
-    sx, sy, qx, qy = episode.tensors()
+    sy = episode.support_y
     n_local = int(sy.shape[0])
     total = n_local if global_batch is None else int(global_batch)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     optimizer.zero_grad(set_to_none=True)
     amp = autocast() if autocast is not None else nullcontext()
-    phi = None
     with amp:
         if n_local == 0:
             losses = torch.zeros(0, device=sy.device)
-        elif isinstance(learner, Reptile):
-            phi = learner.adapt_batch(sx, sy)
-            losses = _reptile_losses(learner, phi, qx, qy)
         else:
-            losses = task_losses(learner, sx, sy, qx, qy)
-    full = torch.zeros(total, dtype=torch.float64, device=sy.device)
-    full[task_offset:task_offset + n_local] = losses.detach().double()
+            losses = learner.outer_backward(*episode.tensors(), scale=1.0 / total)
+    # float64 only when the model already is (MPS has none): the model's dtype, at least float32
+    dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+    full = torch.zeros(total, dtype=dtype, device=sy.device)
+    full[task_offset:task_offset + n_local] = losses.detach().to(dtype)
     all_reduce_sum(full, ctx)  # every rank now sees every task's loss
+    full = full.cpu().double()
     if not bool(torch.isfinite(full).all()):
-        msg, bad = _nonfinite_message(step, full.cpu(), task_info)
+        optimizer.zero_grad(set_to_none=True)
+        msg, bad = _nonfinite_message(step, full, task_info)
         if on_nonfinite == "raise":
             raise NonFiniteLossError(msg, step, bad)
         return StepResult(math.nan, full, math.nan, skipped=True, reason=msg)
-    if phi is not None:
-        for name, p in learner.model.named_parameters():
-            p.grad = (p.detach().unsqueeze(0) - phi[name]).sum(0) / total
-    elif n_local:
-        (losses.sum() / total).backward()
     all_reduce_grads(params, ctx)
     norm = _grad_norm(params, clip_grad)
     if not bool(torch.isfinite(norm)):
@@ -306,6 +292,10 @@ class RunResult:
     out: Path
     checkpoint: Path | None
     resumed_from: int | None = None
+    best_step: int | None = None
+    best_score: float | None = None
+    evals: list[tuple[int, float]] = field(default_factory=list)
+    encoder_dir: Path | None = None
 
 
 class _Metrics:
@@ -347,9 +337,10 @@ class _Metrics:
                 self.tb.close()
 
 
+
 def _slice(ep: Episode, lo: int, hi: int) -> Episode:
-    return Episode(ep.support_x[lo:hi], ep.support_y[lo:hi], ep.query_x[lo:hi], ep.query_y[lo:hi],
-                   classes=list(ep.classes[lo:hi]))
+    return Episode(take_tasks(ep.support_x, lo, hi), ep.support_y[lo:hi], take_tasks(ep.query_x, lo, hi),
+                   ep.query_y[lo:hi], classes=list(ep.classes[lo:hi]), batched=True)
 
 
 def _prepare_out(cfg: TrainConfig, ctx: DistContext, ckdir: Path) -> None:
@@ -359,9 +350,12 @@ def _prepare_out(cfg: TrainConfig, ctx: DistContext, ckdir: Path) -> None:
         raise CheckpointError(f"{ckdir} already holds checkpoints (latest {existing[-1].name}); pass "
                               "--resume to continue that run, --overwrite to start over, or another --out")
     if cfg.overwrite and ctx.is_main:
-        for p in list(ckdir.glob("step_*")) + list(ckdir.glob(".step_*")) + [Path(cfg.out) / "metrics.jsonl"]:
-            p.unlink(missing_ok=True)
-        for p in (Path(cfg.out) / "tb").glob("events.out.tfevents.*"):
+        out = Path(cfg.out)
+        for d in (ckdir, out / "best"):
+            for p in list(d.glob("step_*")) + list(d.glob(".step_*")):
+                p.unlink(missing_ok=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        for p in (out / "tb").glob("events.out.tfevents.*"):
             p.unlink()
     barrier(ctx)
 
@@ -370,41 +364,79 @@ def run(cfg: TrainConfig, *, transform_batch: Callable[[int, Episode], Episode] 
     """Meta-train as configured; single process, or one rank of a ``torchrun`` job.
 
     Every rank builds the same global meta-batch ``t`` (a function of
-    ``(seed, t)``), keeps its :func:`~metabook.train.distributed.shard` of it
-    and takes a :func:`meta_step`.  Rank 0 logs and writes checkpoints to
-    ``cfg.out/checkpoints`` every ``checkpoint_every`` steps and at the end;
-    ``resume`` continues from the latest one bit-for-bit.  ``transform_batch(step,
-    episode)`` may edit the global batch before it is split (tests inject NaNs
-    with it).  A process group the caller has already initialized is joined and
-    left open; otherwise ``torchrun``'s is joined here and destroyed at the end.
+    ``(seed, t)``), tokenizes it for text tasks, keeps its
+    :func:`~metabook.train.distributed.shard` and takes a :func:`meta_step`.
+    Rank 0 logs and writes checkpoints to ``cfg.out/checkpoints`` every
+    ``checkpoint_every`` steps and at the end; ``resume`` continues from the
+    latest one bit-for-bit.  With ``val_every``, the learner is scored on the
+    split's valid classes, the best checkpoint goes to ``cfg.out/best`` and
+    ``patience`` stops early.  Text runs end by writing the best encoder to
+    ``cfg.out/encoder`` (:func:`~metabook.train.export.export_encoder`).
+    ``transform_batch(step, episode)`` may edit the global batch before it is
+    split (tests inject NaNs with it).  Data, encoder and options are all
+    checked before anything is written.
     """
     cfg = cfg.resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    source = build_source(cfg)  # bad --data/--split/--corpus fail here, before anything is written
     ctx = init_distributed(None if cfg.device == "auto" else cfg.device, cfg.backend)
     try:
-        return _run(cfg, ctx, transform_batch)
+        return _run(cfg, ctx, source, transform_batch)
     finally:
         cleanup(ctx)
 
 
-def _run(cfg: TrainConfig, ctx: DistContext, transform_batch) -> RunResult:
-    out, dtype = Path(cfg.out), getattr(torch, cfg.dtype)
-    ckdir = out / "checkpoints"
+def _validate(learner: Learner, batches: list[Episode], collate, ctx: DistContext, text: bool) -> float:
+    """Valid score, the same on every rank: accuracy (%) for classification, -MSE for regression."""
+    mine = [b for i, b in enumerate(batches) if i % ctx.world_size == ctx.rank]
+    total = torch.zeros(2, dtype=torch.float32)
+    was = learner.training
+    learner.eval()
+    try:
+        for ep in mine:
+            ep = (collate(ep) if collate else ep).to(ctx.device)
+            if text:
+                with torch.no_grad():
+                    correct = (learner.predict(ep.support_x, ep.support_y, ep.query_x) == ep.query_y).float()
+                total += torch.tensor([correct.mean(-1).sum().item() * 100, correct.shape[0]])
+            else:
+                with torch.no_grad():
+                    err = (learner.logits(ep.support_x, ep.support_y, ep.query_x) - ep.query_y).pow(2)
+                total += torch.tensor([-err.flatten(1).mean(1).sum().item(), err.shape[0]])
+    finally:
+        learner.train(was)
+    if ctx.distributed:
+        buf = total.to(ctx.device)
+        all_reduce_sum(buf, ctx)
+        total = buf.cpu()
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def _run(cfg: TrainConfig, ctx: DistContext, source, transform_batch) -> RunResult:
+    out = Path(cfg.out)
+    ckdir, bestdir = out / "checkpoints", out / "best"
     say = (lambda msg: print(f"[metabook.train] {msg}", file=sys.stderr, flush=True)) if ctx.is_main \
         else (lambda msg: None)
-    _prepare_out(cfg, ctx, ckdir)
     seed_everything(cfg.seed)  # the same initialization on every rank ...
-    learner = build_learner(cfg).to(ctx.device)
+    built = build(cfg)  # an unknown encoder or a mismatched tokenizer fails here, before any write
+    _prepare_out(cfg, ctx, ckdir)
+    learner = built.learner.to(ctx.device)
     broadcast_module(learner, ctx)  # ... made certain
     optimizer = build_optimizer(cfg, learner)
+    collate = None
+    if cfg.text:
+        from metabook.data.collate import TextCollator
+        collate = TextCollator(built.tokenizer, max_length=cfg.max_length)
     seed_everything(rank_seed(cfg.seed, ctx.rank))  # per-rank stream for anything else random
     start, skipped, consecutive, resumed = 0, [], 0, None
+    best = {"score": None, "step": None, "bad": 0, "evals": []}
     if cfg.resume and latest_checkpoint(ckdir) is not None:
         ck = load_checkpoint(ckdir, learner, optimizer, model_config=cfg.model_config(), rank=ctx.rank,
                              device=ctx.device)
         start = resumed = ck.step
         skipped, consecutive = list(ck.extra.get("skipped", [])), int(ck.extra.get("consecutive_skips", 0))
+        best.update(ck.extra.get("best", {}))
         if not ck.rng_restored:  # written by fewer ranks: derive this rank's stream instead
             seed_everything(int(np.random.SeedSequence([cfg.seed, ctx.rank, start]).generate_state(1)[0]))
         say(f"resumed from {ck.path.name} (step {start})")
@@ -413,19 +445,21 @@ def _run(cfg: TrainConfig, ctx: DistContext, transform_batch) -> RunResult:
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and ctx.device.type == "cuda"
                                            and cfg.dtype == "float32")
     amp = (lambda: torch.autocast(ctx.device.type, dtype=torch.bfloat16)) if use_bf16 else None
-    tasks = SinusoidTasks(seed=cfg.seed, dtype=dtype)
+    valid = source.valid_batches(cfg.meta_batch) if cfg.val_every else []
     lo, hi = shard(cfg.meta_batch, ctx.rank, ctx.world_size)
     say(f"{cfg.algorithm} on {cfg.task}: {ctx.world_size} rank(s), backend {ctx.backend or 'none'}, device "
         f"{ctx.device}, global meta-batch {cfg.meta_batch}, bf16 autocast {'on' if use_bf16 else 'off'}")
     metrics = _Metrics(out, ctx.is_main, cfg.tensorboard, keep_until=resumed)
 
-    def save(done: int) -> Path | None:
+    def state() -> dict:
+        return {"skipped": skipped, "consecutive_skips": consecutive, "best": best}
+
+    def save(done: int, directory: Path = ckdir, keep: int | None = cfg.keep_checkpoints or None) -> Path | None:
         recs = [rng_from_bytes(b) for b in gather_bytes(rng_to_bytes(capture_rng(ctx.device)), ctx)]
         path = None
         if ctx.is_main:
-            path = save_checkpoint(ckdir, done, learner, optimizer, rng=recs, config=cfg.to_dict(),
-                                   model_config=cfg.model_config(), keep=cfg.keep_checkpoints or None,
-                                   extra={"skipped": skipped, "consecutive_skips": consecutive})
+            path = save_checkpoint(directory, done, learner, optimizer, rng=recs, config=cfg.to_dict(),
+                                   model_config=cfg.model_config(), keep=keep, extra=state())
         barrier(ctx)
         return path
 
@@ -434,12 +468,17 @@ def _run(cfg: TrainConfig, ctx: DistContext, transform_batch) -> RunResult:
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.algorithm,
                disable=not (ctx.is_main and cfg.progress), leave=False)
+    learner.train()
+    stopped = False
     try:
         for step in bar:
-            ep = tasks.batch(cfg.meta_batch, cfg.k_shot, cfg.n_query, index=step)
+            ep = source.batch(step, cfg.meta_batch)
             if transform_batch is not None:
                 ep = transform_batch(step, ep)
-            res = meta_step(learner, optimizer, _slice(ep, lo, hi).to(ctx.device), step=step,
+            local = _slice(ep, lo, hi)
+            if collate is not None:
+                local = collate(local) if hi > lo else local
+            res = meta_step(learner, optimizer, local.to(ctx.device), step=step,
                             global_batch=cfg.meta_batch, task_offset=lo, ctx=ctx, autocast=amp,
                             clip_grad=cfg.clip_grad, on_nonfinite=cfg.on_nonfinite, task_info=ep.classes)
             done = step + 1
@@ -458,12 +497,36 @@ def _run(cfg: TrainConfig, ctx: DistContext, transform_batch) -> RunResult:
                                    "lr": optimizer.param_groups[0]["lr"], "skipped_total": len(skipped),
                                    "seconds": round(time.perf_counter() - t0, 4)})
                 bar.set_postfix(loss=f"{res.loss:.4f}")
-            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+            if valid and done % cfg.val_every == 0:
+                score = _validate(learner, valid, collate, ctx, cfg.text)
+                best["evals"].append([done, score])
+                metrics.write({"step": done, "valid": score})
+                if best["score"] is None or score > best["score"]:
+                    best.update(score=score, step=done, bad=0)
+                    save(done, bestdir, keep=1)
+                else:
+                    best["bad"] += 1
+                say(f"step {done}: valid {score:.4f} (best {best['score']:.4f} at step {best['step']})")
+                stopped = bool(cfg.patience) and best["bad"] >= cfg.patience
+            if stopped or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
                 last = save(done)
+            if stopped:
+                say(f"early stop at step {done}: {cfg.patience} validations without improvement")
+                break
     finally:
         metrics.close()
         bar.close()
-    final = max(start, cfg.steps)
+    final = int(last.stem.split("_")[1]) if last is not None and stopped else max(start, cfg.steps)
+    if best["step"] is not None:  # continue with the best weights
+        load_checkpoint(bestdir, learner, None, model_config=cfg.model_config(), rank=ctx.rank,
+                        device=ctx.device, restore_rng=False)
+    enc_dir = None
+    if built.encoder is not None and ctx.is_main:
+        record = {"trained_on": source.trained_on(), "steps": final, "best_step": best["step"],
+                  "best_valid": best["score"], "config": cfg.to_dict(), "encoder": built.encoder_info}
+        enc_dir = export_encoder(out / "encoder", built.encoder, built.tokenizer, record)
+    barrier(ctx)
     say(f"done: step {final}/{cfg.steps}, last loss {losses[-1] if losses else float('nan'):.5f}, "
-        f"{len(skipped)} skipped; checkpoint {last}")
-    return RunResult(learner, optimizer, final, losses, skipped, out, last, resumed)
+        f"{len(skipped)} skipped; checkpoint {last}" + (f"; encoder {enc_dir}" if enc_dir else ""))
+    return RunResult(learner, optimizer, final, losses, skipped, out, last, resumed, best["step"], best["score"],
+                     [tuple(e) for e in best["evals"]], enc_dir)
