@@ -98,10 +98,12 @@ def load_encoder(spec: str | os.PathLike = "minilm") -> tuple[nn.Module, Any, di
     else:
         source = spec
     local = Path(source).is_dir()
-    if not local and (os.sep in spec or spec.startswith(".") or Path(spec).exists()):
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or Path(spec).exists()
+    if not local and looks_like_path:
         raise EncoderLoadError(f"--encoder {spec!r}: no such folder")
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         if spec == "tiny":
@@ -115,6 +117,8 @@ def load_encoder(spec: str | os.PathLike = "minilm") -> tuple[nn.Module, Any, di
         raise EncoderLoadError(f"could not load encoder {spec!r} from {source!r}: {first}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     if getattr(model, "pooler", None) is not None:
         model.pooler = None  # mean pooling never uses it; unused parameters break DDP
     _check_vocab(model, tokenizer, source)
@@ -179,19 +183,20 @@ class SentenceEncoder(nn.Module):
     """Layers ``start:`` of a BERT-style model + mean pooling (+ L2 normalisation): ``(M, D)``.
 
     With ``start=0`` it takes token ids; otherwise the ``hidden_states`` of a
-    :class:`BertSlice` that ends at ``start``.
+    :class:`BertSlice` that ends at ``start``.  ``scale`` multiplies the result.
     """
 
-    def __init__(self, bert: nn.Module, start: int = 0, normalize: bool = True) -> None:
+    def __init__(self, bert: nn.Module, start: int = 0, normalize: bool = True, scale: float = 1.0) -> None:
         super().__init__()
         self.slice = BertSlice(bert, start, None, embeddings=start == 0)
-        self.normalize = bool(normalize)
+        self.normalize, self.scale = bool(normalize), float(scale)
         self.dim = int(bert.config.hidden_size)
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
         out = self.slice(**batch)
         emb = mean_pool(out["hidden_states"], out["attention_mask"])
-        return F.normalize(emb, dim=-1) if self.normalize else emb
+        emb = F.normalize(emb, dim=-1) if self.normalize else emb
+        return emb * self.scale if self.scale != 1.0 else emb
 
 
 class TextClassifier(nn.Module):
@@ -206,15 +211,14 @@ class TextClassifier(nn.Module):
     def __init__(self, bert: nn.Module, n_way: int, start: int = 0, scale: float = 10.0,
                  zero_head: bool = True) -> None:
         super().__init__()
-        self.encoder = SentenceEncoder(bert, start, normalize=True)
-        self.scale = float(scale)
+        self.encoder = SentenceEncoder(bert, start, normalize=True, scale=scale)
         self.head = nn.Linear(self.encoder.dim, n_way)
         if zero_head:
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
-        return self.head(self.scale * self.encoder(**batch))
+        return self.head(self.encoder(**batch))
 
 
 def split_top(bert: nn.Module, n_way: int, top: int | None, **kwargs: Any) -> tuple[nn.Module | None, nn.Module]:

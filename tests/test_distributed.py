@@ -29,6 +29,11 @@ MAML_RUN = dict(algorithm="maml", steps=6, inner_steps=2, inner_lr=0.05, meta_lr
 REPTILE_RUN = dict(algorithm="reptile", steps=3, inner_steps=3, inner_lr=0.02, meta_lr=0.5, **COMMON)
 SKIP_RUN = dict(algorithm="metasgd", steps=3, on_nonfinite="skip", **COMMON)
 NAN_RUN = dict(algorithm="maml", steps=3, **COMMON)
+# Intent episodes through the tiny BERT (MiniLM's tokenizer, random 2-layer model): global
+# meta-batch 3 over 2 ranks (2 + 1 tasks), second-order MAML adapting the top layer and head.
+TEXT_RUN = dict(task="intents", data="banking77", split="01", encoder="tiny", algorithm="maml", adapt="top1",
+                n_way=3, k_shot=2, n_query=2, meta_batch=3, steps=3, inner_steps=2, max_length=16,
+                dtype="float64", threads=1, progress=False, tensorboard=False, device="cpu")
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +103,8 @@ def _ranks(tmp_path: Path, port: int) -> None:
 
 
 def _runs(tmp_path: Path, rank: int) -> None:
+    res = run(TrainConfig(out=str(tmp_path / "text"), **TEXT_RUN))
+    save_file(res.learner.state_dict(), str(tmp_path / f"text{rank}.safetensors"))
     res = run(TrainConfig(out=str(tmp_path / "reptile"), **REPTILE_RUN))
     save_file(res.learner.state_dict(), str(tmp_path / f"reptile{rank}.safetensors"))
     res = run(TrainConfig(out=str(tmp_path / "skip"), **SKIP_RUN), transform_batch=_nan_in_task_4)
@@ -134,6 +141,12 @@ def test_torchrun_two_gloo_ranks_equal_one_process(tmp_path):
     longer = run(TrainConfig(out=str(tmp_path / "single8"), **{**MAML_RUN, "steps": 8}))
     assert resumed.resumed_from == 6
     assert _max_diff(resumed.learner.state_dict(), longer.learner.state_dict()) < 1e-6
+
+    # Text: intent episodes through the tiny BERT, tokenized per rank: 2 ranks == 1 process.
+    single = run(TrainConfig(out=str(tmp_path / "text1"), **TEXT_RUN))
+    for r in range(2):
+        assert _max_diff(load_file(tmp_path / f"text{r}.safetensors"), single.learner.state_dict()) < 1e-6
+    assert (tmp_path / "text" / "encoder" / "metabook.json").is_file()
 
     # Reptile: the all-reduced (theta - phi) equals the single-process update.
     single = run(TrainConfig(out=str(tmp_path / "reptile1"), **REPTILE_RUN))

@@ -1,4 +1,5 @@
-"""Data: the dataset registry (pinned, verified downloads), intent datasets, sinusoid tasks."""
+"""Data: the dataset registry (pinned, verified downloads), intent datasets, sinusoid tasks,
+and the text collator."""
 from metabook.data.registry import (
     DEFAULT_BASE_URL, REGISTRY, ChecksumError, DataError, DataFile, DataFormatError,
     DataUnavailableError, default_cache_dir, fetch, fetch_all,
@@ -8,11 +9,12 @@ from metabook.data.intents import (
     load_official, load_unlabeled,
 )
 from metabook.data.sinusoid import SinusoidTasks
+from metabook.data.collate import TextCollator
 
 __all__ = [
     "REGISTRY", "DataFile", "DEFAULT_BASE_URL", "fetch", "fetch_all", "default_cache_dir",
     "DataError", "DataUnavailableError", "ChecksumError", "DataFormatError",
     "DATASETS", "IntentDataset", "ClassSplit", "LabeledTexts", "OfficialSplits",
     "load_dataset", "load_official", "load_unlabeled",
-    "SinusoidTasks",
+    "SinusoidTasks", "TextCollator",
 ]

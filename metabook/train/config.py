@@ -311,7 +311,7 @@ def _text_learner(cfg: TrainConfig, bert: nn.Module) -> Learner:
         head.add_module("head", nn.Linear(bert.config.hidden_size, cfg.n_way))
         nn.init.zeros_(head.head.weight)
         nn.init.zeros_(head.head.bias)
-        body = nn.Sequential(SentenceEncoder(bert), _Scale(cfg.scale))
+        body = SentenceEncoder(bert, scale=cfg.scale)
         if cfg.algorithm == "anil":
             return ANIL(head, head="head", body=body, first_order=first_order, **kw)
         return cls(head, body=body, first_order=first_order, **kw)
@@ -322,15 +322,6 @@ def _text_learner(cfg: TrainConfig, bert: nn.Module) -> Learner:
     top = None if cfg.adapt == "all" else int(cfg.adapt[3:])
     body, model = split_top(bert, cfg.n_way, top, scale=cfg.scale)
     return cls(model, body=body, first_order=first_order, **kw)
-
-
-class _Scale(nn.Module):
-    def __init__(self, scale: float) -> None:
-        super().__init__()
-        self.scale = float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * x
 
 
 def build(cfg: TrainConfig) -> Built:

@@ -52,8 +52,16 @@ def export_encoder(out: str | os.PathLike, encoder: nn.Module, tokenizer: Any, r
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    encoder.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        encoder.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     full = {"format": _FORMAT, "git_sha": git_sha(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             **record}
     (tmp / RECORD).write_text(json.dumps(full, indent=2))
