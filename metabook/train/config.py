@@ -42,7 +42,7 @@ _HELP = {
     "scale": "text tasks: cosine logit scale (ProtoNet) / embedding scale before the head",
     "task_chunk": "tasks per chunk in the backward pass (same gradients, less memory); none = all",
     "val_every": "validate on the split's valid classes every N steps (0 = never); the best checkpoint is kept",
-    "val_episodes": "validation episodes", "patience": "stop after N validations without improvement (0 = never)",
+    "val_episodes": "validation episodes", "val_shot": "K of the validation episodes (default: --k-shot)", "patience": "stop after N validations without improvement (0 = never)",
     "steps": "total outer steps (a resumed run continues up to this number)",
     "meta_batch": "GLOBAL meta-batch: tasks per step summed over all ranks",
     "k_shot": "support points per task", "n_query": "query points per task",
@@ -114,6 +114,7 @@ class TrainConfig:
     task_chunk: int | None = None
     val_every: int = 0
     val_episodes: int = 100
+    val_shot: int | None = None
     patience: int = 0
 
     @property
@@ -159,7 +160,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("meta_batch", "k_shot", "n_query", "hidden", "log_every", "max_skips", "n_way",
-                     "max_length", "val_episodes", "task_chunk"):
+                     "max_length", "val_episodes", "task_chunk", "val_shot"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.adapt in ("all", "head", "lora") or (self.adapt.startswith("top") and self.adapt[3:].isdigit())):
@@ -201,7 +202,7 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     kind = {"meta_lr": float, "clip_grad": float, "threads": int, "optimizer": str, "backend": str,
             "data": str, "corpus": str, "out": str, "meta_batch": int, "k_shot": int, "n_query": int,
-            "inner_lr": float, "task_chunk": int}.get(name, type(default))
+            "inner_lr": float, "task_chunk": int, "val_shot": int}.get(name, type(default))
     if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     try:
@@ -359,7 +360,7 @@ def build_source(cfg: TrainConfig):
     intents = smlmt = None
     if cfg.task in ("intents", "mixture"):
         intents = sources.IntentSource(cfg.data, cfg.split, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.seed,
-                                       cfg.val_episodes)
+                                       cfg.val_episodes, valid_shot=cfg.val_shot)
     if cfg.task in ("smlmt", "mixture"):
         path = cfg.corpus
         text = (sources.read_corpus(path) if os.path.exists(path) or os.sep in path

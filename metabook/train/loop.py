@@ -34,7 +34,7 @@ from metabook.tasks import Episode, stack_episodes
 from metabook.train.checkpoint import (CheckpointError, _atomic_write, capture_rng, latest_checkpoint,
                                        list_checkpoints, load_checkpoint, rng_from_bytes, rng_to_bytes,
                                        save_checkpoint)
-from metabook.train.config import TrainConfig, build, build_optimizer, build_source
+from metabook.train.config import Built, TrainConfig, build, build_optimizer, build_source
 from metabook.train.export import export_encoder
 from metabook.train.distributed import (DistContext, all_reduce_grads, all_reduce_sum, barrier,
                                         broadcast_module, cleanup, gather_bytes, init_distributed,
@@ -360,7 +360,8 @@ def _prepare_out(cfg: TrainConfig, ctx: DistContext, ckdir: Path) -> None:
     barrier(ctx)
 
 
-def run(cfg: TrainConfig, *, transform_batch: Callable[[int, Episode], Episode] | None = None) -> RunResult:
+def run(cfg: TrainConfig, *, transform_batch: Callable[[int, Episode], Episode] | None = None,
+        source=None, built: Built | None = None) -> RunResult:
     """Meta-train as configured; single process, or one rank of a ``torchrun`` job.
 
     Every rank builds the same global meta-batch ``t`` (a function of
@@ -375,19 +376,26 @@ def run(cfg: TrainConfig, *, transform_batch: Callable[[int, Episode], Episode] 
     ``transform_batch(step, episode)`` may edit the global batch before it is
     split (tests inject NaNs with it).  Data, encoder and options are all
     checked before anything is written.
+
+    From Python, ``source`` (a :class:`~metabook.train.sources.TaskSource`, e.g. a
+    :class:`~metabook.train.sources.SamplerSource` over your own sampler) and
+    ``built`` (a :class:`~metabook.train.config.Built` around your own learner and,
+    for text, its encoder and tokenizer) replace what ``cfg`` would build; ``cfg``
+    still sets the sizes, the optimizer, checkpoints and validation.
     """
     cfg = cfg.resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    source = build_source(cfg)  # bad --data/--split/--corpus fail here, before anything is written
+    if source is None:
+        source = build_source(cfg)  # bad --data/--split/--corpus fail here, before anything is written
     ctx = init_distributed(None if cfg.device == "auto" else cfg.device, cfg.backend)
     try:
-        return _run(cfg, ctx, source, transform_batch)
+        return _run(cfg, ctx, source, transform_batch, built)
     finally:
         cleanup(ctx)
 
 
-def _validate(learner: Learner, batches: list[Episode], collate, ctx: DistContext, text: bool) -> float:
+def _validate(learner: Learner, batches: list[Episode], collate, ctx: DistContext, classify: bool) -> float:
     """Valid score, the same on every rank: accuracy (%) for classification, -MSE for regression."""
     mine = [b for i, b in enumerate(batches) if i % ctx.world_size == ctx.rank]
     total = torch.zeros(2, dtype=torch.float32)
@@ -396,7 +404,7 @@ def _validate(learner: Learner, batches: list[Episode], collate, ctx: DistContex
     try:
         for ep in mine:
             ep = (collate(ep) if collate else ep).to(ctx.device)
-            if text:
+            if classify:
                 with torch.no_grad():
                     correct = (learner.predict(ep.support_x, ep.support_y, ep.query_x) == ep.query_y).float()
                 total += torch.tensor([correct.mean(-1).sum().item() * 100, correct.shape[0]])
@@ -413,19 +421,21 @@ def _validate(learner: Learner, batches: list[Episode], collate, ctx: DistContex
     return float(total[0] / total[1].clamp(min=1))
 
 
-def _run(cfg: TrainConfig, ctx: DistContext, source, transform_batch) -> RunResult:
+def _run(cfg: TrainConfig, ctx: DistContext, source, transform_batch, built: Built | None) -> RunResult:
     out = Path(cfg.out)
     ckdir, bestdir = out / "checkpoints", out / "best"
     say = (lambda msg: print(f"[metabook.train] {msg}", file=sys.stderr, flush=True)) if ctx.is_main \
         else (lambda msg: None)
     seed_everything(cfg.seed)  # the same initialization on every rank ...
-    built = build(cfg)  # an unknown encoder or a mismatched tokenizer fails here, before any write
+    if built is None:
+        built = build(cfg)  # an unknown encoder or a mismatched tokenizer fails here, before any write
+    text = getattr(source, "text", cfg.text)
     _prepare_out(cfg, ctx, ckdir)
     learner = built.learner.to(ctx.device)
     broadcast_module(learner, ctx)  # ... made certain
     optimizer = build_optimizer(cfg, learner)
     collate = None
-    if cfg.text:
+    if text:
         from metabook.data.collate import TextCollator
         collate = TextCollator(built.tokenizer, max_length=cfg.max_length)
     seed_everything(rank_seed(cfg.seed, ctx.rank))  # per-rank stream for anything else random
@@ -498,7 +508,7 @@ def _run(cfg: TrainConfig, ctx: DistContext, source, transform_batch) -> RunResu
                                    "seconds": round(time.perf_counter() - t0, 4)})
                 bar.set_postfix(loss=f"{res.loss:.4f}")
             if valid and done % cfg.val_every == 0:
-                score = _validate(learner, valid, collate, ctx, cfg.text)
+                score = _validate(learner, valid, collate, ctx, getattr(source, "classification", True))
                 best["evals"].append([done, score])
                 metrics.write({"step": done, "valid": score})
                 if best["score"] is None or score > best["score"]:

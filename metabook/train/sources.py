@@ -26,7 +26,8 @@ from metabook.data.sinusoid import SinusoidTasks
 from metabook.data.smlmt import SMLMTSampler
 from metabook.tasks import EpisodeSampler
 
-__all__ = ["TaskSource", "SinusoidSource", "IntentSource", "SMLMTSource", "MixtureSource", "read_corpus"]
+__all__ = ["TaskSource", "SamplerSource", "SinusoidSource", "IntentSource", "SMLMTSource", "MixtureSource",
+           "read_corpus"]
 
 
 class TaskSource:
@@ -35,6 +36,7 @@ class TaskSource:
     exposes to training, recorded next to a trained encoder)."""
 
     text = True  #: whether episodes carry sentences (to be tokenized) rather than tensors
+    classification = True  #: validation scores accuracy (else minus the query MSE)
 
     def episode(self, i: int) -> Episode:
         raise NotImplementedError
@@ -52,10 +54,40 @@ class TaskSource:
         return {}
 
 
+class SamplerSource(TaskSource):
+    """Any episode sampler (``episode(i)``): text, embeddings or tensors.
+
+    Args:
+        train: the sampler of training episodes.
+        valid: an optional sampler of validation episodes (``valid_episodes`` of them).
+        trained_on: what to record about the data (e.g. datasets and classes).
+        text: whether the episodes carry sentences (tokenized by the trainer).
+    """
+
+    def __init__(self, train: Any, valid: Any = None, valid_episodes: int = 100, trained_on: dict | None = None,
+                 text: bool = True) -> None:
+        self.train, self.valid, self.valid_episodes = train, valid, int(valid_episodes)
+        self._trained_on, self.text = dict(trained_on or {}), bool(text)
+
+    def episode(self, i: int) -> Episode:
+        return self.train.episode(i)
+
+    def valid_batches(self, size: int) -> list[Episode]:
+        if self.valid is None:
+            return []
+        n = self.valid_episodes
+        return [stack_episodes([self.valid.episode(j) for j in range(i, min(n, i + size))])
+                for i in range(0, n, size)]
+
+    def trained_on(self) -> dict:
+        return dict(self._trained_on)
+
+
 class SinusoidSource(TaskSource):
     """Sinusoid regression tasks (Finn et al., 2017); validation on tasks of another seed."""
 
     text = False
+    classification = False
 
     def __init__(self, k_shot: int, n_query: int, seed: int = 0, dtype: torch.dtype = torch.float32,
                  valid_tasks: int = 0) -> None:
@@ -79,7 +111,7 @@ def _data_name(data: str | os.PathLike) -> str:
     return os.path.basename(str(data).rstrip("/")).lower()
 
 
-class IntentSource(TaskSource):
+class IntentSource(SamplerSource):
     """Episodes over one class split of an intent dataset: train classes for training,
     valid classes for validation; the test classes are never touched.
 
@@ -88,28 +120,21 @@ class IntentSource(TaskSource):
             (or an :class:`~metabook.data.intents.IntentDataset`).
         split: the class split id (``"01"`` ...); ``ValueError`` naming the available
             ones when the data lacks it.
+        valid_shot: K of the validation episodes (default ``k_shot``).
     """
 
     def __init__(self, data: str | os.PathLike | IntentDataset, split: str, n_way: int, k_shot: int,
-                 n_query: int, seed: int = 0, valid_episodes: int = 100, data_dir: str | None = None) -> None:
+                 n_query: int, seed: int = 0, valid_episodes: int = 100, data_dir: str | None = None,
+                 valid_shot: int | None = None) -> None:
         self.dataset = data if isinstance(data, IntentDataset) else load_dataset(data, data_dir=data_dir)
         self.name = self.dataset.name if isinstance(data, IntentDataset) else _data_name(data)
         if str(split) not in self.dataset.splits():
             raise ValueError(f"--split {split!r}: {self.name} has the class splits {self.dataset.splits()}")
         self.split = str(split)
-        self.sampler = EpisodeSampler.from_dataset(self.dataset, self.split, "train", n_way, k_shot, n_query,
-                                                   seed=seed)
-        self.valid = EpisodeSampler.from_dataset(self.dataset, self.split, "valid", n_way, k_shot, n_query,
-                                                 seed=seed + 10_000)
-        self.valid_episodes = int(valid_episodes)
-
-    def episode(self, i: int) -> Episode:
-        return self.sampler.episode(i)
-
-    def valid_batches(self, size: int) -> list[Episode]:
-        n = self.valid_episodes
-        return [stack_episodes([self.valid.episode(j) for j in range(i, min(n, i + size))])
-                for i in range(0, n, size)]
+        train = EpisodeSampler.from_dataset(self.dataset, self.split, "train", n_way, k_shot, n_query, seed=seed)
+        valid = EpisodeSampler.from_dataset(self.dataset, self.split, "valid", n_way, valid_shot or k_shot,
+                                            n_query, seed=seed + 10_000)
+        super().__init__(train, valid, valid_episodes)
 
     def trained_on(self) -> dict:
         split = self.dataset.split(self.split)
