@@ -2,6 +2,7 @@
 import argparse
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from metabook import load_dataset, mean_ci
 from metabook.bench import episodic, fullway, speed
 from metabook.bench.__main__ import main as bench_main
 from metabook.bench.memory import PeakTensorMemory, peak_memory_mib
+from metabook.train.finetune import shot_finetune
 
 
 def _speed_args(**kw):
@@ -60,16 +62,18 @@ def test_mean_ci_formula():
         mean_ci([])
 
 
-def test_train_sampler_uses_only_train_classes(shared_data):
+def test_trainer_intent_source_uses_only_train_classes(shared_data):
+    from metabook.train.sources import IntentSource
+
     ds = load_dataset("banking77", data_dir=shared_data)
     for sid in ds.splits():
         split = ds.split(sid)
-        s = episodic.train_sampler(ds, sid, 5, 2, 3, seed=0)
-        assert set(s.classes) == set(split.train)
-        seen = {c for i in range(100) for c in s.episode(i).classes}
+        src = IntentSource(ds, sid, 5, 2, 3, seed=0, valid_episodes=20)
+        seen = {c for i in range(100) for c in src.episode(i).classes}
         assert seen <= set(split.train) and not seen & (set(split.valid) | set(split.test))
-    with pytest.raises(episodic.LeakError):
-        episodic._check_episode(["card_arrival", split.test[0]], set(split.train))
+        valid = {c for b in src.valid_batches(8) for cs in b.classes for c in cs}
+        assert valid <= set(split.valid)
+        assert src.trained_on()["train_classes"] == list(split.train)
 
 
 def test_encode_classes_restricts_to_requested_classes(shared_data):
@@ -129,40 +133,24 @@ def test_text_workload_meta_gradients_agree_with_higher_and_autograd():
             assert (a - b).abs().max() < 1e-5
 
 
-def test_pretrained_encoder_round_trip_and_refusals(tmp_path):
-    from metabook.bench.pretrain import PretrainLeakError, load_pretrained, save_pretrained
+def test_check_unseen_refuses_datasets_an_encoder_saw(tmp_path):
+    from metabook.train import TrainedOnError, check_unseen
+    from metabook.train.export import RECORD, _FORMAT
 
-    torch.manual_seed(0)
-    src, dst = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
-    info = {"meta_pretrain": {"datasets": ["clinc150", "hwu64"]}}
-    weights = save_pretrained(src, tmp_path / "enc", info)
-    side = load_pretrained(dst, weights, target="banking77")
-    assert side["meta_pretrain"]["datasets"] == ["clinc150", "hwu64"]
-    assert torch.equal(dst.weight, src.weight) and torch.equal(dst.bias, src.bias)
-    # trained on the target: refused, model untouched
-    fresh = torch.nn.Linear(4, 3)
-    before = fresh.weight.clone()
-    with pytest.raises(PretrainLeakError, match="hwu64"):
-        load_pretrained(fresh, weights, target="hwu64")
-    with pytest.raises(PretrainLeakError):
-        load_pretrained(fresh, weights, target="/some/dir/clinc150/")
-    # wrong shapes and corrupt bytes: refused, model untouched
-    with pytest.raises(ValueError, match="do not match"):
-        load_pretrained(torch.nn.Linear(5, 3), weights)
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    weights.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="SHA-256"):
-        load_pretrained(fresh, weights)
-    assert torch.equal(fresh.weight, before)
-    with pytest.raises(FileNotFoundError):
-        load_pretrained(fresh, tmp_path / "missing.safetensors")
+    (tmp_path / RECORD).write_text(json.dumps({"format": _FORMAT, "trained_on": {
+        "task": "datasets", "datasets": ["clinc150", "hwu64"]}}))
+    check_unseen(tmp_path, "banking77")
+    for target in ("hwu64", "/some/dir/clinc150/"):
+        with pytest.raises(TrainedOnError, match="every class"):
+            check_unseen(tmp_path, target)
+    check_unseen(tmp_path / "missing", "hwu64")  # a plain model folder has no record: nothing to refuse
 
 
-def test_pretrain_refuses_target_in_meta_data():
-    with pytest.raises(ValueError):
-        bench_main(["pretrain", "--exclude", "banking77", "--meta-data", "banking77", "hwu64",
-                    "--meta-steps", "1"])
+def test_pretrain_refuses_target_in_meta_data(capsys):
+    assert bench_main(["pretrain", "--exclude", "banking77", "--meta-data", "banking77", "hwu64",
+                       "--meta-steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must not include" in err[0]
 
 
 class _CharEncoder(torch.nn.Module):
@@ -195,7 +183,7 @@ def test_shot_finetune_lowers_the_full_way_loss_and_is_deterministic():
     for _ in range(2):
         torch.manual_seed(0)
         enc = _CharEncoder()
-        losses = fullway.shot_finetune(enc, texts, labels, 30, args, torch.device("cpu"), batch_size=4,
+        losses = shot_finetune(enc, texts, labels, 30, args, torch.device("cpu"), batch_size=4,
                                        seed=1, progress=False)
         runs.append((losses, enc.emb.weight.detach().clone()))
     (losses, w), (losses2, w2) = runs
@@ -208,9 +196,9 @@ def test_shot_finetune_lowers_the_full_way_loss_and_is_deterministic():
 def test_shot_finetune_refuses_bad_input():
     args = argparse.Namespace(lr=0.01, scale=10.0)
     with pytest.raises(ValueError, match="at least 2 shots"):
-        fullway.shot_finetune(_CharEncoder(), ["ab", "cd", "ce"], ["x", "y", "y"], 1, args, torch.device("cpu"))
+        shot_finetune(_CharEncoder(), ["ab", "cd", "ce"], ["x", "y", "y"], 1, args, torch.device("cpu"))
     with pytest.raises(ValueError, match="equally many"):
-        fullway.shot_finetune(_CharEncoder(), ["ab", "cd"], ["x"], 1, args, torch.device("cpu"))
+        shot_finetune(_CharEncoder(), ["ab", "cd"], ["x"], 1, args, torch.device("cpu"))
 
 
 def test_center_embeddings_is_cl2n():
@@ -246,27 +234,41 @@ def test_episodic_frozen_end_to_end_with_centring(shared_data, tmp_path, monkeyp
         load_dataset("hwu64", data_dir=shared_data).split("01").test)
 
 
-def test_pretrain_then_init_chain(shared_data, tmp_path, monkeypatch):
+def test_pretrain_then_init_chain(shared_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
-    stem, record = tmp_path / "enc", tmp_path / "record.json"
+    run_dir, record = tmp_path / "pre", tmp_path / "record.json"
     assert bench_main(["pretrain", "--exclude", "banking77", "--meta-data", "hwu64", "--meta-steps", "2",
-                       "--train-way", "3", "--data-dir", str(shared_data), "--out", str(stem),
-                       "--record", str(record)]) == 0
-    side = json.loads(record.read_text())
-    assert side["meta_pretrain"]["datasets"] == ["hwu64"] and side["meta_pretrain"]["steps"] == 2
-    from metabook.bench.pretrain import PretrainLeakError
-
-    with pytest.raises(PretrainLeakError):  # trained on hwu64, so it may not be scored on hwu64
-        bench_main(["episodic", "--data", "hwu64", "--algo", "frozen", "--splits", "01", "--episodes", "2",
-                    "--data-dir", str(shared_data), "--init", str(stem.with_suffix(".safetensors")),
-                    "--out", str(tmp_path / "x.json")])
+                       "--train-way", "3", "--freeze-layers", "5", "--data-dir", str(shared_data),
+                       "--out", str(run_dir), "--record", str(record), "--no-progress"]) == 0
+    rec = json.loads(record.read_text())
+    assert rec["trained_on"] == {"task": "datasets", "datasets": ["hwu64"], "classes": 64}
+    assert rec["meta_pretrain"]["steps"] == 2 and rec["git_sha"]
+    enc = run_dir / "encoder"
+    # trained on hwu64, so it may not be scored on hwu64: one line, exit 2
+    assert bench_main(["episodic", "--data", "hwu64", "--algo", "frozen", "--splits", "01", "--episodes", "2",
+                       "--data-dir", str(shared_data), "--init", str(enc), "--out", str(tmp_path / "x.json")]) == 2
+    assert "TrainedOnError" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
     out = tmp_path / "fw.json"
     assert bench_main(["fullway", "--data", "banking77", "--algo", "protonet", "--k-shot", "2", "--draws", "1",
                        "--shot-epochs", "1", "--freeze-layers", "5", "--data-dir", str(shared_data),
-                       "--init", str(stem.with_suffix(".safetensors")), "--out", str(out)]) == 0
+                       "--init", str(enc), "--out", str(out), "--no-progress"]) == 0
     r = json.loads(out.read_text())
-    assert r["init"]["sha256"] == side["sha256"] and r["test_size"] == 3080 and r["classes"] == 77
-    assert 0 < r["results"]["2shot"]["mean"] <= 100
+    assert r["init"]["trained_on"]["datasets"] == ["hwu64"] and r["test_size"] == 3080 and r["classes"] == 77
+    assert 0 < r["results"]["2shot"]["mean"] <= 100 and r["git_sha"] and r["command"].startswith("python -m")
+
+
+def test_episodic_protonet_meta_trains_through_the_trainer(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "epi.json"
+    assert bench_main(["episodic", "--data", "hwu64", "--algo", "protonet", "--splits", "01", "--episodes", "10",
+                       "--train-steps", "2", "--val-every", "1", "--val-episodes", "4", "--freeze-layers", "5",
+                       "--data-dir", str(shared_data), "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    mt = r["per_split"][0]["meta_train"]
+    assert [h["step"] for h in mt["history"]] == [0, 1, 2] and mt["best_step"] in (0, 1, 2)
+    from metabook.train import read_record
+    rec = read_record(Path(mt["run"]) / "encoder")
+    assert rec["trained_on"]["split"] == "01" and rec["best_step"] == mt["best_step"]
 
 
 def test_episodic_accepts_your_own_protaugment_folder(tmp_path, monkeypatch):
@@ -297,18 +299,18 @@ def test_episodic_accepts_your_own_protaugment_folder(tmp_path, monkeypatch):
 def test_fullway_smlmt_stage_uses_only_unlabeled_train_text(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
     seen = []
-    real = fullway.smlmt_pretrain
+    real = fullway.smlmt_source
 
-    def spy(encoder, texts, args, device, log=print):
+    def spy(texts, args):
         seen.append(list(texts))
-        return real(encoder, texts, args, device, log)
+        return real(texts, args)
 
-    monkeypatch.setattr(fullway, "smlmt_pretrain", spy)
+    monkeypatch.setattr(fullway, "smlmt_source", spy)
     out = tmp_path / "fw.json"
     assert bench_main(["fullway", "--data", "banking77", "--algo", "protonet", "--k-shot", "2", "--draws", "1",
                        "--meta-steps", "0", "--smlmt-steps", "2", "--train-way", "3", "--train-shot", "1",
                        "--train-query", "1", "--shot-epochs", "0", "--freeze-layers", "5",
-                       "--data-dir", str(shared_data), "--out", str(out)]) == 0
+                       "--data-dir", str(shared_data), "--out", str(out), "--no-progress"]) == 0
     from metabook.data.intents import load_official
 
     official = load_official("banking77", data_dir=shared_data)
@@ -316,3 +318,13 @@ def test_fullway_smlmt_stage_uses_only_unlabeled_train_text(shared_data, tmp_pat
     assert not set(seen[0]) & (set(official.test.texts) - set(official.train.texts))
     r = json.loads(out.read_text())
     assert r["smlmt"]["steps"] == 2 and r["smlmt"]["words"] > 100
+
+
+@pytest.mark.parametrize("cmd", [[], ["speed"], ["encoder"], ["episodic"], ["fullway"], ["pretrain"], ["report"]])
+def test_every_help_exits_0(cmd):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "metabook.bench", *cmd, "--help"], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0 and "usage" in res.stdout.lower(), res.stderr

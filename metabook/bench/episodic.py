@@ -9,57 +9,43 @@ in the ProtAugment layout.
 Algorithms:
 
 * ``frozen`` -- nearest prototype on frozen MiniLM embeddings (no training);
-* ``protonet`` -- ProtoNet meta-training that fine-tunes the MiniLM encoder itself;
+* ``protonet`` -- ProtoNet meta-training that fine-tunes the MiniLM encoder itself, run by
+  the trainer (:func:`metabook.train.run`) with validation on the split's valid classes;
+  the encoder it exports is scored;
 * ``maml``, ``fomaml``, ``anil``, ``metasgd``, ``reptile`` -- a head on frozen MiniLM
   embeddings (a 384x384 linear map, identity at the start, then a zero-initialised
   output layer), meta-learned with the named algorithm.  Because the output layer
   starts at zero, the first inner step on the support set sets each class's weights
   to a multiple of its centred support mean: a prototype-like rule, close to but not
-  the same as Triantafillou et al.'s Proto-MAML initialisation.
+  the same as Triantafillou et al.'s Proto-MAML initialisation.  The trainer runs them too,
+  on a :class:`~metabook.train.sources.SamplerSource` of cached embeddings.
+
+``--init`` starts from an encoder folder exported by the trainer (for example by
+``python -m metabook.bench pretrain``); it is refused if it saw the target's classes.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
-import platform
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from metabook.algorithms import MAML, ANIL, MetaSGD, ProtoNet, Reptile
+from metabook.bench.common import default_runs_dir, hardware, provenance, versions
 from metabook.data.intents import IntentDataset, load_dataset
 from metabook.device import by_device, default_device, seed_everything
 from metabook.tasks import EpisodeSampler
-from metabook.train import mean_ci
+from metabook.train import Built, TrainConfig, check_unseen, mean_ci, run as train_run
+from metabook.train.sources import SamplerSource
 
 ALGOS = ("frozen", "protonet", "maml", "fomaml", "anil", "metasgd", "reptile")
-
-
-class LeakError(RuntimeError):
-    """A meta-training episode used a class outside the split's train classes."""
-
-
-def train_sampler(ds: IntentDataset, split_id: str, n_way: int, k_shot: int, n_query: int,
-                  seed: int) -> EpisodeSampler:
-    """Text episodes over the split's train classes only (never valid or test)."""
-    sampler = EpisodeSampler.from_dataset(ds, split_id, "train", n_way, k_shot, n_query, seed=seed)
-    allowed = set(ds.split(split_id).train)
-    if not set(sampler.classes) <= allowed:
-        raise LeakError(f"split {split_id}: meta-training sampler has classes outside train")
-    return sampler
-
-
-def _check_episode(classes, allowed: set) -> None:
-    bad = [c for c in classes if c not in allowed]
-    if bad:
-        raise LeakError(f"meta-training episode uses non-train classes {bad}")
 
 
 def encode_classes(encoder, ds: IntentDataset, classes: list[str], cache,
@@ -84,8 +70,8 @@ def test_accuracies(predict: Callable, emb: torch.Tensor, labels: np.ndarray, n_
     accs = []
     for i in range(episodes):
         ep = sampler.episode(i).to(device)
-        pred = predict(ep.support_x, ep.support_y, ep.query_x)
-        accs.append(100.0 * (pred == ep.query_y).double().mean().item())
+        pred = predict(ep.support_x[None], ep.support_y[None], ep.query_x[None])[0]
+        accs.append(100.0 * (pred == ep.query_y).float().mean().item())
     return accs
 
 
@@ -105,79 +91,26 @@ def proto_predict(distance: str) -> Callable:
     return lambda sx, sy, qx: net.predict(sx, sy, qx)
 
 
-# -- meta-training the encoder (ProtoNet) --------------------------------------------------
-def clipped_step(loss: torch.Tensor, opt: torch.optim.Optimizer, params: list, where: str) -> float:
-    """Backpropagate ``loss``, clip the gradient norm to 1 and step; refuse a non-finite loss."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{where}: non-finite loss")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    return loss.item()
+# -- meta-training the encoder (ProtoNet), by the trainer ----------------------------------
+def finetune_encoder(data: str, split_id: str, args, device, init: str, out: Path):
+    """ProtoNet meta-training of MiniLM (``init``: ``"minilm"`` or an encoder folder) on the split's
+    train classes by :func:`metabook.train.run`; the trainer keeps the checkpoint with the best
+    1-shot accuracy on valid-class episodes (step 0 included).  Returns the exported encoder
+    (a :class:`~metabook.MiniLMEncoder`) and a summary of the run."""
+    from metabook.encoders import MiniLMEncoder
 
-
-def protonet_steps(encoder, sampler, steps: int, args, device, *, allowed: set | None = None,
-                   validate: Callable[[int], None] | None = None, val_every: int = 0, desc: str = "meta-train",
-                   start: int = 0, progress: bool = True) -> list[float]:
-    """ProtoNet (cosine) meta-training steps that update the encoder itself.
-
-    ``args`` supplies ``lr`` and ``scale`` (any object with those attributes, e.g. the
-    parsed command line).  Episode ``start + t`` of ``sampler`` is used at step ``t``;
-    with ``allowed``, every episode's classes are checked against it (no leakage).
-    ``progress=False`` hides the progress bar.
-    """
-    net = ProtoNet(encoder, distance="cosine", scale=args.scale)
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    losses: list[float] = []
-    encoder.train()
-    bar = tqdm(range(1, steps + 1), desc=desc, leave=False, disable=not progress)
-    for step in bar:
-        ep = sampler.episode(start + step)
-        if allowed is not None:
-            _check_episode(ep.classes, allowed)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = net.loss(ep.support_x, ep.support_y.to(device), ep.query_x, ep.query_y.to(device))
-        losses.append(clipped_step(loss, opt, params, f"{desc}: step {step}"))
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if validate is not None and val_every and (step % val_every == 0 or step == steps):
-            encoder.eval()
-            validate(step)
-            encoder.train()
-    encoder.eval()
-    return losses
-
-
-def finetune_encoder(encoder, ds: IntentDataset, split_id: str, args, device, log: Callable) -> dict:
-    """ProtoNet meta-training of the MiniLM encoder on the split's train classes.
-
-    Selects the best checkpoint by 1-shot accuracy on valid-class episodes.
-    """
-    sampler = train_sampler(ds, split_id, args.train_way, args.train_shot, args.train_query, args.seed)
-    encoder.freeze_layers(args.freeze_layers)
-    best = {"acc": -1.0, "step": 0, "state": None}
-    history = []
-
-    def validate(step: int) -> None:
-        emb, labels = encode_classes(encoder, ds, ds.split(split_id).valid, cache=None,
-                                     per_class=args.val_per_class, seed=args.seed)
-        accs = test_accuracies(proto_predict("cosine"), emb.to(device), labels, args.n_way, 1, args.n_query,
-                               args.val_episodes, seed=10_000 + args.seed, device=device)
-        acc = float(np.mean(accs))
-        history.append({"step": step, "valid_acc_1shot": acc})
-        log(f"  split {split_id} step {step}: valid 1-shot {acc:.2f}")
-        if acc > best["acc"]:
-            best.update(acc=acc, step=step,
-                        state={k: v.detach().clone() for k, v in encoder.state_dict().items()})
-
-    encoder.eval()
-    validate(0)
-    losses = protonet_steps(encoder, sampler, args.train_steps, args, device, allowed=set(ds.split(split_id).train),
-                            validate=validate, val_every=args.val_every, desc=f"meta-train {split_id}")
-    encoder.load_state_dict(best["state"])
-    return {"best_step": best["step"], "best_valid_acc_1shot": best["acc"], "history": history,
-            "final_train_loss": losses[-1] if losses else None}
+    cfg = TrainConfig(task="intents", data=data, split=split_id, algorithm="protonet", encoder=init,
+                      n_way=args.train_way, k_shot=args.train_shot, n_query=args.train_query, meta_batch=1,
+                      steps=args.train_steps, optimizer="adamw", meta_lr=args.lr, clip_grad=1.0, scale=args.scale,
+                      freeze_layers=args.freeze_layers, max_length=args.max_length, val_every=args.val_every,
+                      val_episodes=args.val_episodes, val_shot=1, seed=args.seed, out=str(out), overwrite=True,
+                      checkpoint_every=0, keep_checkpoints=1, tensorboard=False,
+                      device="cpu" if device.type == "cpu" else str(device), progress=args.progress)
+    res = train_run(cfg)
+    encoder = MiniLMEncoder(res.encoder_dir, device=device)
+    return encoder, {"best_step": res.best_step, "best_valid_acc_1shot": res.best_score,
+                     "history": [{"step": s, "valid_acc_1shot": a} for s, a in res.evals],
+                     "final_train_loss": res.losses[-1] if res.losses else None, "run": str(out)}
 
 
 # -- meta-learned heads on frozen embeddings ------------------------------------------------
@@ -214,29 +147,22 @@ def make_head_learner(algo: str, dim: int, n_way: int, args):
 
 
 def head_predict(learner) -> Callable:
-    def predict(sx, sy, qx):
-        # Zero-initialised output layer: the support set decides the class weights.
-        return learner.predict(sx[None], sy[None], qx[None])[0]
-    return predict
+    # Zero-initialised output layer: the support set decides the class weights.
+    return learner.predict
 
 
-def train_head(learner, emb: torch.Tensor, labels: np.ndarray, args, device, split_id: str) -> dict:
+def train_head(learner, emb: torch.Tensor, labels: np.ndarray, args, device, split_id: str, out: Path) -> dict:
+    """Meta-train a head learner on cached train-class embeddings with :func:`metabook.train.run`."""
     sampler = EpisodeSampler(labels, args.n_way, args.train_shot, args.train_query, data=emb, seed=args.seed)
-    learner.to(device)
-    is_reptile = isinstance(learner, Reptile)
-    opt = None if is_reptile else torch.optim.Adam(learner.parameters(), args.head_lr)
-    losses = []
-    for step in tqdm(range(args.head_steps), desc=f"meta-train head {split_id}", leave=False):
-        ep = sampler.batch(args.meta_batch, start=step * args.meta_batch).to(device)
-        if is_reptile:
-            learner.meta_step(ep.support_x, ep.support_y)
-            continue
-        loss = learner.meta_loss(*ep.tensors())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return {"final_loss": losses[-1] if losses else None}
+    reptile = isinstance(learner, Reptile)
+    cfg = TrainConfig(task="custom", algorithm=args.algo, steps=args.head_steps, meta_batch=args.meta_batch,
+                      optimizer="sgd" if reptile else "adam", meta_lr=0.1 if reptile else args.head_lr,
+                      seed=args.seed, out=str(out), overwrite=True, checkpoint_every=0, keep_checkpoints=1,
+                      tensorboard=False, device="cpu" if device.type == "cpu" else str(device),
+                      progress=args.progress)
+    source = SamplerSource(sampler, text=False, trained_on={"data": args.data, "split": split_id})
+    res = train_run(cfg, source=source, built=Built(learner))
+    return {"final_loss": res.losses[-1] if res.losses else None, "run": str(out)}
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -251,8 +177,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--init", default=None,
-                   help="start from an encoder saved by `python -m metabook.bench pretrain` "
-                        "(refused if it was meta-trained on --data)")
+                   help="start from an encoder folder exported by the trainer, e.g. by "
+                        "`python -m metabook.bench pretrain` (refused if it saw --data's classes)")
     # ProtoNet encoder meta-training (defaults: small on CPU, full on GPU)
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--train-way", type=int, default=None)
@@ -276,8 +202,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train: subtract the train classes' mean embedding and re-normalise (CL2N)")
     p.add_argument("--center-per-class", type=int, default=50,
                    help="train sentences per class used for the --center mean")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per sentence during meta-training")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/episodic_<data>_<algo>.json)")
+    p.add_argument("--runs-dir", default=None, help="trainer runs (default $METABOOK_CACHE/runs)")
     p.add_argument("--device", default=None)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
 
 
 def _defaults(args, device) -> None:
@@ -308,21 +237,22 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     per_split, all_accs = [], {k: [] for k in args.k_shot}
     uncentered: dict[int, list[float]] = {k: [] for k in args.k_shot}
-    base_encoder = MiniLMEncoder(device=device)
     init = None
     if args.init:
-        from metabook.bench.pretrain import load_pretrained
-        side = load_pretrained(base_encoder, args.init, target=args.data)
-        init = {"path": str(args.init), "sha256": side["sha256"], "command": side.get("command"),
-                "meta_pretrain": side.get("meta_pretrain")}
+        check_unseen(args.init, args.data)  # refuses an encoder that saw any class of the target
+        init = _init_record(args.init)
+    base_encoder = MiniLMEncoder(args.init, device=device)
+    name = os.path.basename(str(args.data).rstrip("/"))
+    runs = Path(args.runs_dir or default_runs_dir()) / f"episodic_{name}_{args.algo}"
     for sid in splits:
         t0 = time.perf_counter()
         split = ds.split(sid)
         info: dict = {"split": sid, "train_classes": len(split.train), "valid_classes": len(split.valid),
                       "test_classes": len(split.test)}
         if args.algo == "protonet" and args.train_steps > 0:
-            encoder = copy.deepcopy(base_encoder)
-            info["meta_train"] = finetune_encoder(encoder, ds, sid, args, device, log)
+            encoder, info["meta_train"] = finetune_encoder(args.data, sid, args, device, args.init or "minilm",
+                                                           runs / f"split_{sid}")
+            check_unseen(encoder.model_id, args.data, split.test)
             predict, cache = proto_predict("cosine"), None
         else:
             encoder, cache = base_encoder, True
@@ -338,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
             if args.center == "train":
                 train_emb = center_embeddings(train_emb, mean)
             learner = make_head_learner(args.algo, train_emb.shape[1], args.n_way, args)
-            info["meta_train"] = train_head(learner, train_emb, train_labels, args, device, sid)
+            info["meta_train"] = train_head(learner, train_emb, train_labels, args, device, sid,
+                                            runs / f"split_{sid}")
             predict = head_predict(learner)
         for k in args.k_shot:
             t_eval = time.perf_counter()
@@ -356,8 +287,6 @@ def run(args: argparse.Namespace) -> int:
             log(f"{args.data} {args.algo} split {sid} {args.n_way}-way {k}-shot: {m:.2f} ± {ci:.2f}")
         info["seconds"] = time.perf_counter() - t0
         per_split.append(info)
-        if encoder is not base_encoder:
-            del encoder
     summary = {}
     for k, accs in all_accs.items():
         m, ci = mean_ci(accs)
@@ -368,12 +297,12 @@ def run(args: argparse.Namespace) -> int:
             m, ci = mean_ci(uncentered[k])
             summary[f"{k}shot_uncentered"] = {"mean": m, "ci95": ci, "episodes": len(uncentered[k])}
     result = {
-        "benchmark": "episodic", "command": "python -m metabook.bench episodic " + " ".join(sys.argv[2:]),
+        "benchmark": "episodic", **provenance("episodic"),
         "data": args.data, "algo": args.algo, "n_way": args.n_way, "k_shot": args.k_shot,
         "n_query": args.n_query, "episodes_per_split": args.episodes, "splits": splits, "seed": args.seed,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "init": init,
         "summary": summary, "per_split": per_split, "seconds": time.perf_counter() - start,
-        "versions": _versions(), "hardware": _hardware(device),
+        "versions": versions(), "hardware": hardware(device),
     }
     out = args.out or f"benchmarks/results/episodic_{os.path.basename(str(args.data).rstrip('/'))}_{args.algo}.json"
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
@@ -387,19 +316,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _versions() -> dict:
-    from importlib.metadata import version
+def _init_record(folder: str) -> dict:
+    """Where an ``--init`` encoder came from: its folder, training record and weights' SHA-256."""
+    import hashlib
 
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for pkg in ("transformers", "metabook"):
-        try:
-            out[pkg] = version(pkg)
-        except Exception:
-            out[pkg] = None
-    return out
+    from metabook.train import read_record
 
-
-def _hardware(device) -> dict:
-    return {"device": str(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}
+    rec = read_record(folder) or {}
+    weights = sorted(Path(folder).glob("*.safetensors"))
+    sha = hashlib.sha256(b"".join(w.read_bytes() for w in weights)).hexdigest() if weights else None
+    return {"path": str(folder), "sha256": sha, "command": rec.get("command"), "git_sha": rec.get("git_sha"),
+            "trained_on": rec.get("trained_on"), "steps": rec.get("steps")}

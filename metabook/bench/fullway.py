@@ -14,30 +14,33 @@ model is scored on the whole official test split by nearest prototype.
 
 ``--smlmt-steps N`` first meta-trains on self-supervised SMLMT episodes built from
 the target's unlabeled official-train sentences (no labels, no test sentences).
-``--init`` starts from an encoder saved by ``python -m metabook.bench pretrain``
-(refused if it was meta-trained on the target).  ``--eval-split valid`` scores
+``--init`` starts from an encoder folder exported by the trainer, e.g. by
+``python -m metabook.bench pretrain`` (refused if it was meta-trained on the target).
+Every meta-training stage is a run of the trainer (:func:`metabook.train.run`); the
+K-shot stage is :func:`metabook.train.finetune.shot_finetune`.  ``--eval-split valid`` scores
 CLINC150's official valid split instead, for choosing settings without the test split.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from metabook.bench.episodic import _hardware, _versions, clipped_step, protonet_steps
-from metabook.bench.pretrain import meta_pretrain
+from metabook.algorithms import ProtoNet
+from metabook.bench.common import default_runs_dir, hardware, provenance, versions
+from metabook.bench.pretrain import datasets_source
 from metabook.data.intents import load_official
 from metabook.device import by_device, default_device, seed_everything
-from metabook.algorithms import ProtoNet
 from metabook.tasks import EpisodeSampler
-from metabook.train import mean_ci
+from metabook.train import TrainConfig, check_unseen, mean_ci, run as train_run
+from metabook.train.finetune import shot_finetune
+from metabook.train.sources import SamplerSource, SMLMTSource
 
 
 def draw_shots(labels: list[str], k: int, seed: int) -> list[int]:
@@ -55,71 +58,26 @@ def draw_shots(labels: list[str], k: int, seed: int) -> list[int]:
     return out
 
 
-def shot_finetune(encoder, texts: list[str], labels: list[str], epochs: int, args, device, *,
-                  batch_size: int = 32, seed: int = 0, progress: bool = True) -> list[float]:
-    """Full-way ProtoNet fine-tuning of ``encoder`` on the K shots alone.
-
-    Each epoch embeds every shot without gradients and keeps the per-class sums (a
-    *prototype bank*).  Then, for mini-batches of shots embedded *with* gradients,
-    the logits are ``args.scale`` times the cosine similarity to **all** class
-    prototypes, the sentence's own class using its leave-one-out prototype (the mean
-    of the class's other K-1 shots), and the loss is the cross-entropy.  This is a
-    ProtoNet episode with every class as a negative, N-way (K-1)-shot, whose support
-    embeddings are refreshed once per epoch.  Returns the per-batch losses.
-    """
-    if len(texts) != len(labels) or not texts:
-        raise ValueError(f"need equally many texts and labels, got {len(texts)} and {len(labels)}")
-    classes = sorted(set(labels))
-    index = {c: i for i, c in enumerate(classes)}
-    y = torch.tensor([index[c] for c in labels], device=device)
-    counts = torch.bincount(y, minlength=len(classes))
-    if int(counts.min()) < 2:
-        raise ValueError("every class needs at least 2 shots for leave-one-out prototypes")
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    gen = torch.Generator().manual_seed(seed)
-    losses: list[float] = []
-    for epoch in range(epochs):
-        encoder.eval()
-        with torch.no_grad():
-            bank = encoder.encode(texts, cache=None, progress=False).to(device)
-        sums = torch.zeros(len(classes), bank.shape[1], device=device).index_add_(0, y, bank)
-        protos = torch.nn.functional.normalize(sums / counts[:, None], dim=1)
-        encoder.train()
-        order = torch.randperm(len(texts), generator=gen).split(batch_size)
-        for b in tqdm(order, desc=f"shots epoch {epoch + 1}/{epochs}", leave=False, disable=not progress):
-            b = b.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                e = encoder([texts[i] for i in b.tolist()]).float()
-            yb = y[b]
-            loo = torch.nn.functional.normalize((sums[yb] - bank[b]) / (counts[yb] - 1)[:, None], dim=1)
-            logits = args.scale * (e @ protos.T)
-            own = args.scale * (e * loo).sum(1)
-            logits = logits.scatter(1, yb[:, None], own[:, None])
-            loss = torch.nn.functional.cross_entropy(logits, yb)
-            losses.append(clipped_step(loss, opt, params, f"shot fine-tuning, epoch {epoch + 1}"))
-    encoder.eval()
-    return losses
+def protonet_stage(init: str, source, steps: int, args, device, out: Path) -> str:
+    """ProtoNet meta-training of the encoder ``init`` (``"minilm"`` or a folder) on ``source``
+    by the trainer; returns the exported encoder folder."""
+    cfg = TrainConfig(task="intents", algorithm="protonet", encoder=init, n_way=args.train_way,
+                      k_shot=args.train_shot, n_query=args.train_query, meta_batch=1, steps=steps,
+                      optimizer="adamw", meta_lr=args.lr, clip_grad=1.0, scale=args.scale,
+                      freeze_layers=args.freeze_layers, max_length=args.max_length, seed=args.seed, out=str(out),
+                      overwrite=True, checkpoint_every=0, keep_checkpoints=1, tensorboard=False,
+                      device="cpu" if device.type == "cpu" else str(device), progress=args.progress)
+    return str(train_run(cfg, source=source).encoder_dir)
 
 
-def smlmt_pretrain(encoder, texts: list[str], args, device, log=print) -> dict:
-    """ProtoNet meta-training on SMLMT episodes (Bansal et al., 2020) from unlabeled ``texts``.
+def smlmt_source(texts: list[str], args) -> SMLMTSource:
+    """SMLMT episodes (Bansal et al., 2020) from unlabeled ``texts``.
 
     The full-way protocol may use the target's unlabeled *train* sentences (never the
     test split): every episode asks which word was masked, so no intent label is used.
     """
-    from metabook.data.smlmt import SMLMTSampler
-
-    sampler = SMLMTSampler(texts, args.train_way, args.train_shot, args.train_query, seed=args.seed)
-    encoder.freeze_layers(args.freeze_layers)
-    t = time.perf_counter()
-    losses = protonet_steps(encoder, sampler, args.smlmt_steps, args, device, desc="SMLMT")
-    log(f"SMLMT meta-training: {args.smlmt_steps} steps over {len(sampler.words)} words "
-        f"from {len(sampler.sentences)} unlabeled train sentences")
-    k = max(1, len(losses) // 10)
-    return {"steps": args.smlmt_steps, "sentences": len(sampler.sentences), "words": len(sampler.words),
-            "first_loss": sum(losses[:k]) / k, "final_loss": sum(losses[-k:]) / k,
-            "seconds": time.perf_counter() - t}
+    return SMLMTSource(texts, args.train_way, args.train_shot, args.train_query, seed=args.seed,
+                       corpus=f"{args.data} official train sentences, labels dropped")
 
 
 @torch.no_grad()
@@ -131,8 +89,8 @@ def prototype_accuracy(encoder, shot_texts, shot_labels, test_texts, test_labels
     q_emb = encoder.encode(test_texts, cache=cache)
     sy = torch.tensor([index[c] for c in shot_labels])
     qy = torch.tensor([index[c] for c in test_labels])
-    pred = ProtoNet(distance=distance).predict(s_emb, sy, q_emb)
-    return 100.0 * (pred == qy).double().mean().item()
+    pred = ProtoNet(distance=distance).predict(s_emb[None], sy[None], q_emb[None])[0]
+    return 100.0 * (pred == qy).float().mean().item()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -143,8 +101,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--init", default=None,
-                   help="start from an encoder saved by `python -m metabook.bench pretrain` instead of "
-                        "meta-pre-training here (refused if it was meta-trained on --data)")
+                   help="start from an encoder folder exported by the trainer (e.g. `python -m metabook.bench "
+                        "pretrain`) instead of meta-pre-training here (refused if it saw --data)")
     p.add_argument("--smlmt-steps", type=int, default=0,
                    help="self-supervised ProtoNet meta-training on SMLMT episodes built from the "
                         "target's official *train* sentences with their labels dropped (0: off)")
@@ -154,7 +112,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meta-steps", type=int, default=0, help="ProtoNet steps on --meta-data before the shots (0: off)")
     p.add_argument("--shot-method", default="fullway", choices=["fullway", "episodes"],
                    help="fine-tuning on the K shots: full-way ProtoNet with a prototype bank "
-                        "(shot_finetune), or N-way (K-1)-shot 1-query episodes (protonet_steps)")
+                        "(shot_finetune), or N-way (K-1)-shot 1-query episodes (the trainer)")
     p.add_argument("--shot-epochs", type=int, default=None, help="--shot-method fullway: epochs over the shots")
     p.add_argument("--shot-steps", type=int, default=None, help="--shot-method episodes: steps")
     p.add_argument("--eval-split", default="test", choices=["test", "valid"],
@@ -165,8 +123,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-layers", type=int, default=None)
     p.add_argument("--lr", type=float, default=5e-5, help="chosen on CLINC150's valid split")
     p.add_argument("--scale", type=float, default=20.0)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per sentence during meta-training")
     p.add_argument("--out", default=None)
+    p.add_argument("--runs-dir", default=None, help="trainer runs (default $METABOOK_CACHE/runs)")
     p.add_argument("--device", default=None)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,17 +153,25 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.data} has no official valid split; --eval-split valid needs one")
         test = official.valid
     start = time.perf_counter()
-    base = MiniLMEncoder(device=device)
-    info: dict = {}
+    runs = Path(args.runs_dir or default_runs_dir()) / f"fullway_{args.data}_{args.algo}"
+    spec, info = "minilm", {}
     if args.init:
-        from metabook.bench.pretrain import load_pretrained
-        side = load_pretrained(base, args.init, target=args.data)
-        info["init"] = {"path": str(args.init), "sha256": side["sha256"], "command": side.get("command")}
-        info["meta_pretrain"] = side.get("meta_pretrain")
+        check_unseen(args.init, args.data)  # refuses an encoder that saw any class of the target
+        spec = str(args.init)
+        from metabook.bench.episodic import _init_record
+        info["init"] = _init_record(spec)
     elif args.algo == "protonet" and args.meta_data and args.meta_steps > 0:
-        info["meta_pretrain"] = meta_pretrain(base, args.meta_data, args, device, log)
+        spec = protonet_stage(spec, datasets_source(args.meta_data, args), args.meta_steps, args, device,
+                              runs / "meta_pretrain")
+        info["meta_pretrain"] = {"datasets": list(args.meta_data), "steps": args.meta_steps, "encoder": spec}
     if args.algo == "protonet" and args.smlmt_steps > 0:
-        info["smlmt"] = smlmt_pretrain(base, train.texts, args, device, log)
+        source = smlmt_source(train.texts, args)
+        spec = protonet_stage(spec, source, args.smlmt_steps, args, device, runs / "smlmt")
+        info["smlmt"] = {"steps": args.smlmt_steps, "sentences": len(source.sampler.sentences),
+                         "words": len(source.sampler.words), "encoder": spec}
+        log(f"SMLMT meta-training: {args.smlmt_steps} steps over {len(source.sampler.words)} words "
+            f"from {len(source.sampler.sentences)} unlabeled train sentences")
+    base = MiniLMEncoder(None if spec == "minilm" else spec, device=device)
     results = {}
     for k in args.k_shot:
         accs = []
@@ -213,18 +182,22 @@ def run(args: argparse.Namespace) -> int:
             if args.algo == "frozen":
                 acc = prototype_accuracy(base, shot_texts, shot_labels, test.texts, test.labels, "euclidean", True)
             else:
-                enc = copy.deepcopy(base)
-                enc.freeze_layers(args.freeze_layers)
                 trained = False
                 if args.shot_method == "fullway" and args.shot_epochs > 0:
+                    enc = MiniLMEncoder(None if spec == "minilm" else spec, device=device)
+                    enc.freeze_layers(args.freeze_layers)
                     shot_finetune(enc, shot_texts, shot_labels, args.shot_epochs, args, device,
-                                  seed=args.seed + 100 * d + k)
+                                  seed=args.seed + 100 * d + k, progress=args.progress)
                     trained = True
                 elif args.shot_method == "episodes" and args.shot_steps > 0:
                     sampler = EpisodeSampler(shot_labels, min(args.train_way, len(set(shot_labels))), k - 1, 1,
                                              data=shot_texts, seed=args.seed + 100 * d + k)
-                    protonet_steps(enc, sampler, args.shot_steps, args, device, desc=f"{k}-shot draw {d}")
+                    folder = protonet_stage(spec, SamplerSource(sampler), args.shot_steps, args, device,
+                                            runs / f"shots_{k}_{d}")
+                    enc = MiniLMEncoder(folder, device=device)
                     trained = True
+                else:
+                    enc = base
                 acc = prototype_accuracy(enc, shot_texts, shot_labels, test.texts, test.labels, "cosine",
                                          None if trained else True)
                 del enc
@@ -234,11 +207,11 @@ def run(args: argparse.Namespace) -> int:
         results[f"{k}shot"] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
                                "ci95": mean_ci(arr)[1], "draws": accs}
     result = {
-        "benchmark": "fullway", "command": "python -m metabook.bench fullway " + " ".join(sys.argv[2:]),
+        "benchmark": "fullway", **provenance("fullway"),
         "data": args.data, "algo": args.algo, "classes": len(set(train.labels)), "eval_split": args.eval_split,
         "test_size": len(test.texts),
         "settings": {k: v for k, v in vars(args).items() if k != "out"}, **info, "results": results,
-        "seconds": time.perf_counter() - start, "versions": _versions(), "hardware": _hardware(device),
+        "seconds": time.perf_counter() - start, "versions": versions(), "hardware": hardware(device),
     }
     out = args.out or f"benchmarks/results/fullway_{args.data}_{args.algo}.json"
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

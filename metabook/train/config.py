@@ -23,13 +23,14 @@ __all__ = ["TrainConfig", "ALGORITHMS", "TASKS", "parse_args", "load_yaml", "bui
            "build_optimizer", "build_source"]
 
 ALGORITHMS = ("protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "icl")
-TASKS = ("sinusoid", "intents", "smlmt", "mixture")
+TASKS = ("sinusoid", "intents", "smlmt", "mixture", "custom")
 #: Config keys that define the model; resuming with different values is refused.
 MODEL_KEYS = ("task", "algorithm", "hidden", "dtype", "encoder", "n_way", "adapt", "freeze_layers")
 
 _HELP = {
     "algorithm": f"meta-learner: {', '.join(ALGORITHMS)}",
-    "task": "task source: sinusoid, intents (--data/--split), smlmt (--corpus) or mixture (intents + smlmt)",
+    "task": "task source: sinusoid, intents (--data/--split), smlmt (--corpus) or mixture (intents + smlmt); "
+            "custom: from Python, run(cfg, source=..., built=...)",
     "data": "intents: banking77 | clinc150 | hwu64 | a ProtAugment-layout folder",
     "split": "intents: the class split (train classes train, valid classes select; test never seen)",
     "corpus": "smlmt/mixture: unlabeled UTF-8 text, one sentence a line (or banking77|clinc150|hwu64|wiki)",
@@ -120,7 +121,7 @@ class TrainConfig:
     @property
     def text(self) -> bool:
         """Whether the task is a text task (tokenized episodes through an encoder)."""
-        return self.task != "sinusoid"
+        return self.task not in ("sinusoid", "custom")
 
     def resolved(self) -> "TrainConfig":
         """Fill the task- and algorithm-dependent defaults and validate.
@@ -165,12 +166,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.adapt in ("all", "head", "lora") or (self.adapt.startswith("top") and self.adapt[3:].isdigit())):
             raise ValueError(f"adapt must be all, head, lora or topK (e.g. top2), got {self.adapt!r}")
-        if self.text:
-            if self.task in ("intents", "mixture") and not self.data:
-                raise ValueError(f"--task {self.task} needs --data (banking77, clinc150, hwu64 or a folder)")
-            if self.task in ("smlmt", "mixture") and not self.corpus:
-                raise ValueError(f"--task {self.task} needs --corpus (a text file, one sentence a line)")
-        elif self.algorithm in ("protonet", "icl"):
+        if self.task == "sinusoid" and self.algorithm in ("protonet", "icl"):
             raise ValueError(f"--algorithm {self.algorithm} classifies; the sinusoid task is regression "
                              "(use --task intents, smlmt or mixture)")
         if self.algorithm == "reptile" and self.inner_steps < 1:
@@ -328,6 +324,8 @@ def _text_learner(cfg: TrainConfig, bert: nn.Module) -> Learner:
 def build(cfg: TrainConfig) -> Built:
     """The learner of ``cfg`` (uses the global torch RNG for new weights); text tasks load
     ``cfg.encoder`` first (:func:`metabook.bert.load_encoder`)."""
+    if cfg.task == "custom":
+        raise ValueError("task 'custom' takes its learner from Python: run(cfg, source=..., built=Built(...))")
     if not cfg.text:
         return Built(_sinusoid_learner(cfg))
     from metabook.bert import load_encoder
@@ -354,9 +352,15 @@ def build_source(cfg: TrainConfig):
     from metabook.train import sources
 
     cfg = cfg.resolved()
+    if cfg.task == "custom":
+        raise ValueError("task 'custom' takes its task source from Python: run(cfg, source=..., built=...)")
     if not cfg.text:
         return sources.SinusoidSource(cfg.k_shot, cfg.n_query, cfg.seed, getattr(torch, cfg.dtype),
                                       valid_tasks=cfg.val_episodes if cfg.val_every else 0)
+    if cfg.task in ("intents", "mixture") and not cfg.data:
+        raise ValueError(f"--task {cfg.task} needs --data (banking77, clinc150, hwu64 or a folder)")
+    if cfg.task in ("smlmt", "mixture") and not cfg.corpus:
+        raise ValueError(f"--task {cfg.task} needs --corpus (a text file, one sentence a line)")
     intents = smlmt = None
     if cfg.task in ("intents", "mixture"):
         intents = sources.IntentSource(cfg.data, cfg.split, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.seed,

@@ -90,6 +90,8 @@ def _seen(rec: dict) -> list[dict]:
     t = rec.get("trained_on", rec)
     if t.get("task") == "mixture":
         return _seen(t["first"]) + _seen(t["second"])
+    if t.get("task") == "datasets":  # every class of several datasets (cross-dataset training)
+        return [{"data": d, "all": True} for d in t.get("datasets", [])]
     return [t] if t.get("task") == "intents" else []
 
 
@@ -104,6 +106,8 @@ def check_unseen(folder: str | os.PathLike, data: str | os.PathLike, classes: It
     for seen in _seen(rec):
         if seen.get("data") != name:
             continue
+        if seen.get("all"):
+            raise TrainedOnError(f"{folder} was trained on every class of {name}; evaluate it on another dataset")
         used = set(seen.get("train_classes", [])) | set(seen.get("valid_classes", []))
         overlap = sorted(used if classes is None else used & set(classes))
         if overlap:

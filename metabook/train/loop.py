@@ -371,7 +371,7 @@ def run(cfg: TrainConfig, *, transform_batch: Callable[[int, Episode], Episode] 
     ``checkpoint_every`` steps and at the end; ``resume`` continues from the
     latest one bit-for-bit.  With ``val_every``, the learner is scored on the
     split's valid classes, the best checkpoint goes to ``cfg.out/best`` and
-    ``patience`` stops early.  Text runs end by writing the best encoder to
+    ``patience`` stops early; the starting weights (step 0) are scored too.  Text runs end by writing the best encoder to
     ``cfg.out/encoder`` (:func:`~metabook.train.export.export_encoder`).
     ``transform_batch(step, episode)`` may edit the global batch before it is
     split (tests inject NaNs with it).  Data, encoder and options are all
@@ -478,6 +478,21 @@ def _run(cfg: TrainConfig, ctx: DistContext, source, transform_batch, built: Bui
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.algorithm,
                disable=not (ctx.is_main and cfg.progress), leave=False)
+    def validate(done: int) -> bool:
+        """Score the valid episodes, keep the best checkpoint; True when patience runs out."""
+        score = _validate(learner, valid, collate, ctx, getattr(source, "classification", True))
+        best["evals"].append([done, score])
+        metrics.write({"step": done, "valid": score})
+        if best["score"] is None or score > best["score"]:
+            best.update(score=score, step=done, bad=0)
+            save(done, bestdir, keep=1)
+        else:
+            best["bad"] += 1
+        say(f"step {done}: valid {score:.4f} (best {best['score']:.4f} at step {best['step']})")
+        return bool(cfg.patience) and best["bad"] >= cfg.patience
+
+    if valid and start == 0:  # the starting point competes too
+        validate(0)
     learner.train()
     stopped = False
     try:
@@ -508,16 +523,7 @@ def _run(cfg: TrainConfig, ctx: DistContext, source, transform_batch, built: Bui
                                    "seconds": round(time.perf_counter() - t0, 4)})
                 bar.set_postfix(loss=f"{res.loss:.4f}")
             if valid and done % cfg.val_every == 0:
-                score = _validate(learner, valid, collate, ctx, getattr(source, "classification", True))
-                best["evals"].append([done, score])
-                metrics.write({"step": done, "valid": score})
-                if best["score"] is None or score > best["score"]:
-                    best.update(score=score, step=done, bad=0)
-                    save(done, bestdir, keep=1)
-                else:
-                    best["bad"] += 1
-                say(f"step {done}: valid {score:.4f} (best {best['score']:.4f} at step {best['step']})")
-                stopped = bool(cfg.patience) and best["bad"] >= cfg.patience
+                stopped = validate(done)
             if stopped or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
                 last = save(done)
             if stopped:
