@@ -9,11 +9,12 @@ from metabook.data.registry import (REGISTRY, ChecksumError, DataFormatError, Da
                                     fetch)
 from metabook.data.intents import (IntentDataset, load_dataset, load_official, load_unlabeled)
 from metabook.data.smlmt import SMLMTSampler
+from metabook.data.collate import TextCollator
 from metabook.models import mlp, sinusoid_mlp
 from metabook.encoders import EmbeddingCache, MiniLMEncoder
 from metabook.algorithms import (ANIL, MAML, InContextLearner, Learner, MetaSGD, ProtoNet, Reptile,
                                  check_functional, prototypes)
-from metabook.train import evaluate, mean_ci, meta_train
+from metabook.train import TrainConfig, evaluate, mean_ci, meta_train
 
 __version__ = "0.1.0"
 __all__ = [
@@ -21,8 +22,8 @@ __all__ = [
     "Episode", "EpisodeSampler", "stack_episodes",
     "SinusoidTasks", "REGISTRY", "fetch", "ChecksumError", "DataFormatError", "DataUnavailableError",
     "IntentDataset", "load_dataset", "load_official", "load_unlabeled",
-    "SMLMTSampler", "mlp", "sinusoid_mlp", "MiniLMEncoder", "EmbeddingCache",
+    "SMLMTSampler", "TextCollator", "mlp", "sinusoid_mlp", "MiniLMEncoder", "EmbeddingCache",
     "Learner", "MAML", "ANIL", "MetaSGD", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
     "check_functional",
-    "mean_ci", "evaluate", "meta_train",
+    "mean_ci", "evaluate", "meta_train", "TrainConfig",
 ]

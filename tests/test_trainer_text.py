@@ -168,3 +168,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, shared_data):
 def test_help_exits_0(args):
     res = _cli(*args)
     assert res.returncode == 0 and "--algorithm" in res.stdout and "--encoder" in res.stdout
+
+
+def test_meta_train_drives_a_learner_on_text_episodes(shared_data):
+    from metabook import EpisodeSampler, ProtoNet, TextCollator, load_dataset, meta_train
+    from metabook.bert import SentenceEncoder, load_encoder
+
+    bert, tok, _ = load_encoder("tiny")
+    learner = ProtoNet(SentenceEncoder(bert), distance="cosine", task_chunk=1)
+    sampler = EpisodeSampler.from_dataset(load_dataset("banking77"), "01", "train", 3, 2, 2, seed=0)
+    before = [p.detach().clone() for p in learner.parameters()]
+    log = meta_train(learner, sampler.batches(2), torch.optim.SGD(learner.parameters(), 0.1), 3,
+                     collate=TextCollator(tok, max_length=16), progress=False)
+    assert len(log.losses) == 3 and all(map(torch.isfinite, torch.tensor(log.losses)))
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.parameters()))

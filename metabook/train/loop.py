@@ -156,17 +156,21 @@ def _skip_or_raise(policy: str, message: str, step: int, tasks: Sequence[int], c
                                  f"stopping. Last: {message}", step, tasks)
 
 
-def meta_train(loss_fn: Callable[[Episode], torch.Tensor], batches: Iterator[Episode],
+def meta_train(loss_fn: Learner | Callable[[Episode], torch.Tensor], batches: Iterator[Episode],
                optimizer: torch.optim.Optimizer, steps: int, *,
                device: torch.device | str | None = None, clip_grad: float | None = None,
                eval_fn: Callable[[], float] | None = None, eval_every: int = 0,
-               progress: bool = True, on_nonfinite: str = "raise", max_skips: int = 10) -> TrainLog:
-    """Outer loop: ``steps`` optimizer steps on ``loss_fn(meta_batch)``.
+               progress: bool = True, on_nonfinite: str = "raise", max_skips: int = 10,
+               collate: Callable[[Episode], Episode] | None = None) -> TrainLog:
+    """The in-process outer loop: ``steps`` optimizer steps on meta-batches from ``batches``.
 
-    ``loss_fn`` maps a (stacked) episode to a scalar meta-loss, e.g.
-    ``lambda ep: maml.meta_loss(*ep.tensors())``, or to the 1-D tensor of
-    per-task losses (``lambda ep: task_losses(maml, *ep.tensors())``), which is
-    averaged and lets a non-finite loss be traced to its task.  A NaN/inf loss
+    The first argument is any :class:`~metabook.Learner` (its ``outer_backward``
+    gives the update, chunked by its ``task_chunk``), or a function that maps a
+    (stacked) episode to a scalar meta-loss, e.g. ``lambda ep: maml.meta_loss(*ep.tensors())``,
+    or to the 1-D tensor of per-task losses, which is averaged and lets a
+    non-finite loss be traced to its task.  ``collate`` (e.g. a
+    :class:`~metabook.TextCollator`) tokenizes text episodes.  For data-parallel
+    runs, checkpoints, resume and validation use :func:`run`.  A NaN/inf loss
     or gradient raises :class:`NonFiniteLossError` naming the step; with
     ``on_nonfinite="skip"`` the step is skipped (recorded in ``TrainLog.skipped``)
     and training stops at the ``max_skips``-th consecutive skip.
@@ -178,11 +182,16 @@ def meta_train(loss_fn: Callable[[Episode], torch.Tensor], batches: Iterator[Epi
     bar = tqdm(range(steps), disable=not progress, desc="meta-train", leave=False)
     for step in bar:
         ep = next(batches)
+        if collate is not None:
+            ep = collate(ep)
         if device is not None:
             ep = ep.to(device)
-        loss = loss_fn(ep)
-        per_task = loss if loss.dim() == 1 else loss.reshape(1)
         optimizer.zero_grad(set_to_none=True)
+        if isinstance(loss_fn, Learner):  # backward happens inside, task_chunk tasks at a time
+            loss = per_task = loss_fn.outer_backward(*ep.tensors(), scale=1.0 / int(ep.support_y.shape[0]))
+        else:
+            loss = loss_fn(ep)
+            per_task = loss if loss.dim() == 1 else loss.reshape(1)
         problem: tuple[str, list[int]] | None = None
         if not bool(torch.isfinite(per_task).all()):
             problem = _nonfinite_message(step, per_task, ep.classes if loss.dim() == 1 else None)
@@ -190,7 +199,8 @@ def meta_train(loss_fn: Callable[[Episode], torch.Tensor], batches: Iterator[Epi
                 problem = (f"meta-loss is {loss.item()} at step {step}; lower the learning rates, "
                            "or clip gradients (clip_grad=...)", [])
         else:
-            per_task.mean().backward()
+            if not isinstance(loss_fn, Learner):
+                per_task.mean().backward()
             norm = _grad_norm(params, clip_grad)
             if not bool(torch.isfinite(norm)):
                 problem = (f"meta-gradient is not finite at step {step} although the loss is", [])
