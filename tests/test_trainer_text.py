@@ -182,3 +182,36 @@ def test_meta_train_drives_a_learner_on_text_episodes(shared_data):
                      collate=TextCollator(tok, max_length=16), progress=False)
     assert len(log.losses) == 3 and all(map(torch.isfinite, torch.tensor(log.losses)))
     assert any(not torch.equal(a, b) for a, b in zip(before, learner.parameters()))
+
+
+def test_lora_adapters_train_and_export_merged(tmp_path):
+    from transformers import AutoModel
+
+    res = run(TrainConfig(algorithm="maml", adapt="lora", steps=2, meta_lr=0.01, out=str(tmp_path), **TEXT))
+    adapted = res.learner.adapt_names
+    assert adapted and all("lora_" in n or n.startswith("head.") for n in adapted)
+    model = AutoModel.from_pretrained(tmp_path / "encoder")
+    assert not any("lora" in k or "base_layer" in k for k in model.state_dict())
+    # the exported query weights are W + scale * B A of the trained adapters
+    layer = res.learner.model.encoder.slice.layers[0].attention.self.query
+    want = layer.base_layer.weight + layer.get_delta_weight("default")
+    torch.testing.assert_close(model.encoder.layer[0].attention.self.query.weight, want.detach())
+
+
+def test_trainer_takes_your_own_protaugment_folder(tmp_path):
+    root = tmp_path / "my_intents"
+    (root / "few_shot" / "01").mkdir(parents=True)
+    names = ["weather", "alarm", "music", "taxi", "pizza", "timer", "news", "lights"]
+    with open(root / "full.jsonl", "w") as f:
+        for lab in names:
+            for i in range(8):
+                f.write(json.dumps({"sentence": f"please {lab} request number {i}", "label": lab}) + "\n")
+    for part, cls in (("train", names[:4]), ("valid", names[4:6]), ("test", names[6:])):
+        (root / "few_shot" / "01" / f"labels.{part}.txt").write_text("\n".join(cls) + "\n")
+    opts = {**TEXT, "data": str(root), "n_way": 2}
+    res = run(TrainConfig(algorithm="protonet", steps=2, val_every=2, val_episodes=2, out=str(tmp_path / "o"), **opts))
+    rec = read_record(res.encoder_dir)
+    assert rec["trained_on"]["data"] == "my_intents" and rec["trained_on"]["train_classes"] == names[:4]
+    check_unseen(res.encoder_dir, str(root), names[6:])
+    with pytest.raises(TrainedOnError):
+        check_unseen(res.encoder_dir, str(root), names[4:6])  # selected on the valid classes

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from torch import nn
 
-__all__ = ["export_encoder", "read_record", "check_unseen", "TrainedOnError", "git_sha", "RECORD"]
+__all__ = ["export_encoder", "merged", "read_record", "check_unseen", "TrainedOnError", "git_sha", "RECORD"]
 
 RECORD = "metabook.json"
 _FORMAT = "metabook-encoder-v1"
@@ -42,13 +42,31 @@ def git_sha(root: str | os.PathLike | None = None) -> str | None:
     return (sha + ("-dirty" if dirty else "")) if sha else None
 
 
+def merged(encoder: nn.Module) -> nn.Module:
+    """``encoder`` itself, or, when LoRA adapters were injected (``peft``), a copy with each
+    adapter merged into its base layer, so it saves as a plain model."""
+    import copy
+
+    if not any(hasattr(m, "base_layer") and hasattr(m, "merge") for m in encoder.modules()):
+        return encoder
+    encoder = copy.deepcopy(encoder)
+    for name, module in list(encoder.named_modules()):
+        if hasattr(module, "base_layer") and hasattr(module, "merge"):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(encoder.get_submodule(parent) if parent else encoder, child, module.get_base_layer())
+    return encoder
+
+
 def export_encoder(out: str | os.PathLike, encoder: nn.Module, tokenizer: Any, record: dict) -> Path:
     """Write ``out`` as a Hugging Face model folder plus ``metabook.json``; returns ``out``.
 
-    The folder is built next to ``out`` and moved into place, so a crash leaves
-    either the old folder or the new one, never a mix.
+    LoRA adapters are merged into their layers first (:func:`merged`).  The folder
+    is built next to ``out`` and moved into place, so a crash leaves either the
+    old folder or the new one, never a mix.
     """
     out = Path(out)
+    encoder = merged(encoder)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
