@@ -28,7 +28,7 @@ def test_protonet_euclidean_is_linear_classifier():
     """Snell et al.: -||x - c||^2 = (2c) . x - ||c||^2 - ||x||^2, so softmax is identical."""
     sx, sy, qx, _ = _episode()
     net = ProtoNet()
-    logits = net.logits(sx, sy, qx)
+    logits = net.logits(sx[None], sy[None], qx[None])[0]
     w, b = ProtoNet.linear_classifier(sx, sy)
     linear = qx @ w.T + b
     torch.testing.assert_close(logits, linear - (qx * qx).sum(-1, keepdim=True))
@@ -41,9 +41,9 @@ def test_protonet_batched_equals_per_task_and_cosine():
         net = ProtoNet(distance=dist)
         batched = net.logits(sx, sy, qx)
         for i in range(3):
-            torch.testing.assert_close(batched[i], net.logits(sx[i], sy[i], qx[i]))
+            torch.testing.assert_close(batched[i], net.logits(sx[i:i + 1], sy[i:i + 1], qx[i:i + 1])[0])
         assert net.predict(sx, sy, qx).shape == (3, 20)
-    cos = ProtoNet(distance="cosine", scale=1.0).logits(sx[0], sy[0], qx[0])
+    cos = ProtoNet(distance="cosine", scale=1.0).logits(sx, sy, qx)
     assert cos.abs().max() <= 1 + 1e-9
 
 
@@ -91,7 +91,7 @@ def test_reptile_with_outer_lr_one_and_one_task_lands_on_phi():
     rep = Reptile(model, inner_lr=0.1, inner_steps=3, outer_lr=1.0, loss_fn=F.mse_loss)
     x = torch.randn(1, 8, 2, dtype=torch.float64)
     y = x.sum(-1, keepdim=True)
-    phi = rep.adapt(x[0], y[0])
+    phi = {n: v[0] for n, v in rep.adapt(x, y).items()}
     rep.meta_step(x, y)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), phi[n])

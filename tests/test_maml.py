@@ -73,7 +73,7 @@ def test_fomaml_is_maml_without_hessian_terms():
     fo = MAML(model, inner_lr=0.05, inner_steps=2, first_order=True, loss_fn=F.mse_loss)
     so = MAML(model, inner_lr=0.05, inner_steps=2, first_order=False, loss_fn=F.mse_loss)
     sx, sy, qx, qy = (t[0] for t in ep.tensors())
-    phi = {k: v.detach().requires_grad_() for k, v in fo.adapt(sx, sy).items()}
+    phi = {k: v.detach().requires_grad_() for k, v in fo.adapt_task(fo.params(), sx, sy).items()}
     g_phi = torch.autograd.grad(F.mse_loss(torch.func.functional_call(model, phi, (qx,)), qy), list(phi.values()))
     g_fo = torch.autograd.grad(fo.meta_loss(*ep.tensors()), list(model.parameters()))
     g_so = torch.autograd.grad(so.meta_loss(*ep.tensors()), list(model.parameters()))
@@ -112,11 +112,11 @@ def test_anil_adapts_only_the_head():
     model, ep = _model(), _tasks()
     anil = ANIL(model, inner_lr=0.05, inner_steps=2, loss_fn=F.mse_loss)
     assert anil.adapt_names == ["4.weight", "4.bias"]
-    sx, sy = ep.support_x[0], ep.support_y[0]
-    fast = anil.adapt(sx, sy)
+    fast = anil.adapt(ep.support_x, ep.support_y)
     for n, p in model.named_parameters():
-        same = torch.equal(fast[n], p)
-        assert same == (not n.startswith("4.")), n
+        for i in range(len(ep.support_x)):
+            same = torch.equal(fast[n][i], p)
+            assert same == (not n.startswith("4.")), (n, i)
     ours = torch.autograd.grad(anil.meta_loss(*ep.tensors()), list(model.parameters()))
     ref = torch.autograd.grad(unrolled_meta_loss(model, ep, 0.05, 2, adapt=["4.weight", "4.bias"]),
                               list(model.parameters()))
@@ -187,22 +187,25 @@ def test_bad_arguments():
         MAML(m, adapt=["nope.weight"])
     maml = MAML(m, loss_fn=F.mse_loss)
     x = torch.randn(3, 5, 1, dtype=torch.float64)
-    with pytest.raises(ValueError, match="leading task dimension"):
+    with pytest.raises(ValueError, match="query_x has 2 tasks but support_x has 3"):
         maml.meta_loss(x, x, x[:2], x[:2])
+    with pytest.raises(ValueError, match="support_x has shape .*leading task dimension"):
+        maml.meta_loss(x[0], x[0], x[0], x[0])
 
 
 @pytest.mark.parametrize("cls, kw", [(MAML, {}), (MAML, {"first_order": True}), (ANIL, {}), (MetaSGD, {})])
 def test_batched_meta_loss_equals_vmap_of_single_task_path(cls, kw):
-    """meta_loss (batched autograd inner loop) == mean over tasks of task_loss (torch.func.grad path)."""
+    """meta_loss (batched autograd inner loop) == mean over tasks of the adapt_task path (torch.func.grad)."""
     model, ep = _model(), _tasks(b=4)
     learner = cls(model, inner_lr=0.05, inner_steps=3, loss_fn=F.mse_loss, **kw)
     params = [p for p in learner.parameters()]
     fast = torch.autograd.grad(learner.meta_loss(*ep.tensors()), params)
-    ref_loss = torch.stack([learner.task_loss(learner.params(), *t) for t in zip(*ep.tensors())]).mean()
+    ref_loss = torch.stack([learner.inner_loss(learner.adapt_task(learner.params(), sx, sy), qx, qy)
+                            for sx, sy, qx, qy in zip(*ep.tensors())]).mean()
     ref = torch.autograd.grad(ref_loss, params)
     for a, b in zip(fast, ref):
         torch.testing.assert_close(a, b)
-    batch = learner.adapt_batch(ep.support_x, ep.support_y)
-    one = learner.adapt(ep.support_x[2], ep.support_y[2])
+    batch = learner.adapt(ep.support_x, ep.support_y)
+    one = learner.adapt_task(learner.params(), ep.support_x[2], ep.support_y[2])
     for n in one:
         torch.testing.assert_close(batch[n][2], one[n])

@@ -50,9 +50,10 @@ def test_adaptation_curve_matches_maml_adapt():
     curve = adaptation_curve(model, ep, steps=4, inner_lr=0.05)
     assert curve.shape == (3, 5) and np.isfinite(curve).all()
     maml = MAML(model, inner_lr=0.05, loss_fn=F.mse_loss)
-    for i in range(3):
-        for k in (0, 2, 4):
-            phi = maml.adapt(ep.support_x[i], ep.support_y[i], steps=k)
+    for k in (0, 2, 4):
+        phis = maml.adapt(ep.support_x, ep.support_y, steps=k)  # every task at once
+        for i in range(3):
+            phi = {n: v[i] for n, v in phis.items()}
             mse = F.mse_loss(maml.forward_with(phi, ep.query_x[i]), ep.query_y[i]).item()
             assert curve[i, k] == pytest.approx(mse, rel=1e-4, abs=1e-6)
     assert all(p.grad is None for p in model.parameters())  # no gradient left behind

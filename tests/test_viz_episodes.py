@@ -91,7 +91,7 @@ def test_embeddings_lookup_and_errors(episode, table_emb):
         episode_embeddings(episode)
     protos, pred = nearest_prototype(episode, table_emb)
     assert torch.allclose(protos, prototypes(s, episode.support_y))
-    assert torch.equal(pred, ProtoNet().predict(s, episode.support_y, q))
+    assert torch.equal(pred, ProtoNet().predict(s[None], episode.support_y[None], q[None])[0])
 
 
 def test_project_2d_is_pca():

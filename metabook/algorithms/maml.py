@@ -168,8 +168,10 @@ class MAML(Learner):
         return p - (self._lr(name) * g).to(p.dtype)
 
     def adapt_task(self, params: Params, x: Inputs, y: torch.Tensor, steps: int | None = None) -> Params:
-        """Inner loop on one task (no task dimension; ``x`` already through ``body``), with
-        ``torch.func.grad``: the fast weights."""
+        """Inner loop on one task (no task dimension), with ``torch.func.grad``: the fast weights.
+
+        ``x`` is what ``model`` takes: with ``body=``, the body's output for that task.
+        """
         adapt = self.adapt_names
         fixed = {n: p for n, p in params.items() if n not in set(adapt)}
         step_grad = grad(lambda a: self.inner_loss({**fixed, **a}, x, y))
@@ -188,7 +190,7 @@ class MAML(Learner):
             hs = self.features(support_x)
         with torch.enable_grad():
             fast, _ = self._inner_loop(hs, support_y, steps, create_graph=False)
-        return {n: (v.detach() if n in self.adapt_names else v.unsqueeze(0).expand(b, *v.shape))
+        return {n: (v.detach() if n in self.adapt_names else v.detach().unsqueeze(0).expand(b, *v.shape))
                 for n, v in fast.items()}
 
     def task_losses(self, support_x: Inputs, support_y: torch.Tensor, query_x: Inputs,

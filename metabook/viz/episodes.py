@@ -174,7 +174,7 @@ def nearest_prototype(episode: Episode, embeddings: Any = None,
     s, q = episode_embeddings(episode, embeddings)
     sy = episode.support_y.cpu()
     protos = prototypes(s, sy)
-    pred = ProtoNet(distance=distance).predict(s, sy, q)
+    pred = ProtoNet(distance=distance).predict(s[None], sy[None], q[None])[0]
     return protos, pred
 
 
