@@ -190,6 +190,8 @@ def _coerce(name: str, value: Any) -> Any:
     default = TrainConfig.__dataclass_fields__[name].default
     if value is None:
         return None
+    if name == "split" and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:02d}"  # YAML reads `split: 01` as the integer 1
     if isinstance(default, bool):
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
