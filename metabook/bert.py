@@ -119,8 +119,8 @@ def load_encoder(spec: str | os.PathLike = "minilm") -> tuple[nn.Module, Any, di
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    if getattr(model, "pooler", None) is not None:
-        model.pooler = None  # mean pooling never uses it; unused parameters break DDP
+    # A pooler, if any, stays: the learners never call it (they use BertSlice), and keeping it
+    # makes the exported folder load without "newly initialized weights" warnings.
     _check_vocab(model, tokenizer, source)
     info = {"spec": spec, "source": source if local else spec,
             "model_type": getattr(model.config, "model_type", None),
