@@ -159,6 +159,19 @@ def fullway_section(results: Path) -> list[str]:
     return out
 
 
+def rerun_section(results: Path) -> list[str]:
+    """Committed episodic results against their reruns through the trainer (``results/rerun``)."""
+    from metabook.bench.rerun import compare, table
+
+    rows = compare(results)
+    if not rows:
+        return []
+    return ["Reproduced through the trainer (`metabook.train.run`): the committed episodic results above, "
+            "rerun by the current code (`benchmarks/results/rerun/`, each file with its command), on the "
+            "same test episodes; the paired difference is a t-interval over the split means:", "",
+            table(rows), ""]
+
+
 def render(results: str | Path = "benchmarks/results") -> str:
     """The results block (markdown) for ``results``."""
     results = Path(results)
@@ -173,7 +186,8 @@ def render(results: str | Path = "benchmarks/results") -> str:
     lines = [f"Measured on: {where}. Each JSON file under `benchmarks/results/` records its command, "
              "seed, settings, versions and hardware. Regenerate this block with "
              "`python -m metabook.bench report --readme README.md`.", ""]
-    lines += speed_section(results) + episodic_section(results) + fullway_section(results)
+    lines += (speed_section(results) + episodic_section(results) + rerun_section(results)
+              + fullway_section(results))
     return "\n".join(lines).rstrip() + "\n"
 
 
