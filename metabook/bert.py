@@ -160,6 +160,7 @@ class BertSlice(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, hidden_states: torch.Tensor | None = None) -> dict:
+        """``{"hidden_states": (M, L, D), "attention_mask": (M, L)}`` after the slice's layers."""
         if self.embeddings is not None:
             if input_ids is None:
                 raise ValueError("this BertSlice holds the embeddings: pass input_ids")
@@ -193,6 +194,7 @@ class SentenceEncoder(nn.Module):
         self.dim = int(bert.config.hidden_size)
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+        """Pooled sentence embeddings ``(M, D)`` of a :class:`BertSlice` input mapping."""
         out = self.slice(**batch)
         emb = mean_pool(out["hidden_states"], out["attention_mask"])
         emb = F.normalize(emb, dim=-1) if self.normalize else emb
@@ -218,6 +220,7 @@ class TextClassifier(nn.Module):
             nn.init.zeros_(self.head.bias)
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M, n_way)``."""
         return self.head(self.encoder(**batch))
 
 

@@ -138,7 +138,7 @@ class Learner(nn.Module):
     Subclasses implement :meth:`task_losses`, :meth:`adapt` and :meth:`logits`.
 
     Args:
-        task_chunk: tasks per chunk in :meth:`outer_backward`; ``None`` processes
+        task_chunk: tasks per chunk in :meth:`~metabook.algorithms.base.Learner.outer_backward`; ``None`` processes
             the whole meta-batch at once.  Chunking gives the same gradients with
             a peak memory of one chunk's graph.
     """
@@ -155,7 +155,7 @@ class Learner(nn.Module):
 
     def check(self, support_x: Any, support_y: torch.Tensor, query_x: Any = None,
               query_y: torch.Tensor | None = None) -> int:
-        """:func:`check_episode` with this learner's ``x_dims``; returns ``B``."""
+        """:func:`~metabook.algorithms.base.check_episode` with this learner's ``x_dims``; returns ``B``."""
         return check_episode(support_x, support_y, query_x, query_y, x_dims=self.x_dims)
 
     def task_losses(self, support_x: Inputs, support_y: torch.Tensor, query_x: Inputs,

@@ -97,7 +97,7 @@ class MAML(Learner):
         outer_loss_fn: the query (outer) loss; ``loss_fn`` by default.
         allow_unused: adapted parameters that do not reach the support loss get a
             zero inner gradient instead of an error.
-        task_chunk: tasks per chunk in :meth:`outer_backward` (same gradients, less memory).
+        task_chunk: tasks per chunk in :meth:`~metabook.algorithms.base.Learner.outer_backward` (same gradients, less memory).
 
     Inputs carry a leading task dimension ``(B, ...)``; see :mod:`metabook.algorithms.base`.
     """

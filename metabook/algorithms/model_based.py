@@ -25,7 +25,7 @@ class InContextLearner(Learner):
         in_dim: input feature size (e.g. 384 for MiniLM embeddings).
         max_way: largest N it can label.
         d_model, n_heads, n_layers, dropout: Transformer sizes.
-        task_chunk: tasks per chunk in :meth:`outer_backward`.
+        task_chunk: tasks per chunk in :meth:`~metabook.algorithms.base.Learner.outer_backward`.
         encoder: optional module that embeds the inputs first (e.g. a
             :class:`~metabook.bert.SentenceEncoder` on token mappings), trained with the rest.
 
@@ -79,5 +79,5 @@ class InContextLearner(Learner):
         return F.cross_entropy(lg.transpose(1, 2), query_y, reduction="none").mean(1)
 
     def loss(self, support_x, support_y, query_x, query_y) -> torch.Tensor:
-        """Mean query cross-entropy (the same as :meth:`meta_loss`)."""
+        """Mean query cross-entropy (the same as :meth:`~metabook.algorithms.base.Learner.meta_loss`)."""
         return self.meta_loss(support_x, support_y, query_x, query_y)

@@ -50,7 +50,7 @@ class ProtoNet(Learner):
             are embeddings (e.g. cached sentence embeddings).
         distance: ``"euclidean"`` (squared) or ``"cosine"``.
         scale: logit temperature for cosine similarity (ignored for Euclidean).
-        task_chunk: tasks per chunk in :meth:`outer_backward`.
+        task_chunk: tasks per chunk in :meth:`~metabook.algorithms.base.Learner.outer_backward`.
 
     Inputs carry a leading task dimension: embeddings ``(B, M, D)``, token tensors
     or mappings ``(B, M, L)``; an encoder that takes sentences (e.g.
@@ -111,7 +111,7 @@ class ProtoNet(Learner):
 
     def loss(self, support_x: Inputs, support_y: torch.Tensor, query_x: Inputs,
              query_y: torch.Tensor) -> torch.Tensor:
-        """Mean query cross-entropy over all tasks (the same as :meth:`meta_loss`)."""
+        """Mean query cross-entropy over all tasks (the same as :meth:`~metabook.algorithms.base.Learner.meta_loss`)."""
         return self.meta_loss(support_x, support_y, query_x, query_y)
 
     @staticmethod

@@ -32,7 +32,7 @@ class Reptile(Learner):
         inner_steps: SGD steps per task (full support batch each step).
         outer_lr: epsilon, the interpolation step of :meth:`meta_step`.
         loss_fn: mean-reduced ``loss_fn(output, target)``.
-        task_chunk: tasks per chunk in :meth:`outer_backward`.
+        task_chunk: tasks per chunk in :meth:`~metabook.algorithms.base.Learner.outer_backward`.
 
     The support set is what each task trains on; the query set is not used by
     the meta-update (concatenate it into the support set to train on both).
