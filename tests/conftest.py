@@ -15,3 +15,12 @@ def shared_data() -> Path:
     assert (SHARED_DATA / "SOURCES.tsv").is_file(), (
         f"real data not found at {SHARED_DATA}; set METABOOK_DATA to the shared data folder")
     return SHARED_DATA
+
+
+def cli_flags(options: dict) -> list[str]:
+    """``{"k_shot": 5, "progress": False}`` -> ``["--k-shot", "5", "--no-progress"]``."""
+    out = []
+    for k, v in options.items():
+        flag = k.replace("_", "-")
+        out += ([f"--{flag}" if v else f"--no-{flag}"] if isinstance(v, bool) else [f"--{flag}", str(v)])
+    return out

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli_flags
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -67,13 +68,6 @@ def _final_weights(out: Path) -> dict:
     return side, w
 
 
-def _flags(options: dict) -> list[str]:
-    """``{"k_shot": 5, "progress": False}`` -> ``["--k-shot", "5", "--no-progress"]``."""
-    out = []
-    for k, v in options.items():
-        flag = k.replace("_", "-")
-        out += ([f"--{flag}" if v else f"--no-{flag}"] if isinstance(v, bool) else [f"--{flag}", str(v)])
-    return out
 
 
 def test_shard_partitions_the_global_batch():
@@ -91,7 +85,7 @@ def _ranks(tmp_path: Path, port: int) -> None:
     """Executed on each rank by torchrun (see the test below)."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     # Exactly what `torchrun -m metabook.train ...` runs: run() joins and leaves torchrun's group.
-    assert main(_flags({**MAML_RUN, "checkpoint_every": 3, "out": str(tmp_path / "ddp")})) == 0
+    assert main(cli_flags({**MAML_RUN, "checkpoint_every": 3, "out": str(tmp_path / "ddp")})) == 0
     # A group re-formed on torchrun's store would find stale keys there: use a fresh store, held
     # open for the runs below (run() joins a group that is already initialized and leaves it open).
     store = dist.TCPStore("127.0.0.1", port, world, is_master=rank == 0)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cli_flags
 import torch
 from safetensors.torch import load_file
 
@@ -30,12 +31,6 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _flags(options: dict) -> list[str]:
-    out = []
-    for k, v in options.items():
-        flag = k.replace("_", "-")
-        out += ([f"--{flag}" if v else f"--no-{flag}"] if isinstance(v, bool) else [f"--{flag}", str(v)])
-    return out
 
 
 @pytest.mark.parametrize("algorithm", ["protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "icl"])
@@ -90,10 +85,10 @@ def _weights(out: Path) -> dict:
 
 def test_kill_9_then_resume_is_bit_identical(tmp_path):
     opts = {**TEXT, "algorithm": "maml", "steps": 30, "checkpoint_every": 3, "adapt": "top1"}
-    ref = _cli(*_flags({**opts, "out": str(tmp_path / "ref")}))
+    ref = _cli(*cli_flags({**opts, "out": str(tmp_path / "ref")}))
     assert ref.returncode == 0, ref.stderr[-3000:]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "metabook.train", *_flags({**opts, "out": str(tmp_path / "run")})],
+    proc = subprocess.Popen([sys.executable, "-m", "metabook.train", *cli_flags({**opts, "out": str(tmp_path / "run")})],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 240
@@ -106,7 +101,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     proc.wait()
     killed_at, _ = _weights(tmp_path / "run")
     assert 0 < killed_at < 30  # it really died mid-run
-    res = _cli(*_flags({**opts, "out": str(tmp_path / "run"), "resume": True}))
+    res = _cli(*cli_flags({**opts, "out": str(tmp_path / "run"), "resume": True}))
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resumed from step_{killed_at:08d}.json" in res.stderr
     (s1, a), (s2, b) = _weights(tmp_path / "ref"), _weights(tmp_path / "run")
