@@ -328,3 +328,43 @@ def test_every_help_exits_0(cmd):
     res = subprocess.run([sys.executable, "-m", "metabook.bench", *cmd, "--help"], capture_output=True, text=True,
                          timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0 and "usage" in res.stdout.lower(), res.stderr
+
+
+def _write(path, record):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def test_rerun_compare_pairs_split_means_and_draws(tmp_path):
+    from metabook.bench.rerun import compare, table
+
+    epi = lambda means: {"data": "hwu64", "algo": "protonet", "k_shot": [1],  # noqa: E731
+                         "summary": {"1shot": {"mean": float(np.mean(means)), "ci95": 0.5,
+                                               "split_means": means}}}
+    full = lambda draws: {"data": "banking77", "algo": "protonet",  # noqa: E731
+                          "settings": {"k_shot": [5]},
+                          "results": {"5shot": {"mean": float(np.mean(draws)), "ci95": 0.6,
+                                                "draws": draws}}}
+    _write(tmp_path / "episodic_hwu64_protonet-xdata.json", epi([80.0, 82.0, 84.0]))
+    _write(tmp_path / "rerun" / "episodic_hwu64_protonet-xdata.json", epi([81.0, 83.0, 85.0]))
+    _write(tmp_path / "fullway_banking77_protonet.json", full([70.0, 72.0]))
+    _write(tmp_path / "rerun" / "fullway_banking77_protonet.json", full([70.0, 76.0]))
+    _write(tmp_path / "rerun" / "pretrain_no-hwu64.json", {"format": "metabook-encoder-v1"})
+    rows = compare(tmp_path)
+    assert [(r["protocol"], r["algo"], r["k"]) for r in rows] == [
+        ("episodic", "protonet-xdata", 1), ("full-way", "protonet", 5)]
+    e, f = rows
+    assert e["diff"] == (1.0, 0.0) and e["splits"] == 3 and e["within_ci"] is False
+    assert f["diff"][0] == 2.0 and f["splits"] == 2 and f["within_ci"] is False
+    assert "| full-way | banking77 | protonet | 5 |" in table(rows)
+
+
+def test_rerun_compare_refuses_unpaired_units(tmp_path):
+    from metabook.bench.rerun import compare
+
+    rec = lambda means: {"data": "hwu64", "algo": "frozen", "k_shot": [1],  # noqa: E731
+                         "summary": {"1shot": {"mean": 1.0, "ci95": 0.1, "split_means": means}}}
+    _write(tmp_path / "episodic_hwu64_frozen.json", rec([1.0, 2.0]))
+    _write(tmp_path / "rerun" / "episodic_hwu64_frozen.json", rec([1.0]))
+    with pytest.raises(ValueError, match="split_means"):
+        compare(tmp_path)

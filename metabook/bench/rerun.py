@@ -1,10 +1,10 @@
-"""Committed episodic results against their reruns through the trainer.
+"""Committed text results against their reruns through the trainer.
 
 ``benchmarks/results/rerun/<name>.json`` is a rerun, by the current code, of the
-committed ``benchmarks/results/<name>.json``.  Both score the same test episodes
-(the same seeds and splits), so their split means pair up: :func:`compare` gives
-each rerun's mean, the old one, and the t-interval of the paired difference
-over the splits.
+committed ``benchmarks/results/<name>.json``.  Both score the same test episodes or the
+same K-shot draws (same seeds and splits), so their units pair up: split means for
+episodic files, draws for full-way files.  :func:`compare` gives each rerun's mean, the
+old one, and the t-interval of the paired difference over those units.
 """
 from __future__ import annotations
 
@@ -26,28 +26,43 @@ def compare(results: str | Path = "benchmarks/results") -> list[dict]:
     """One row per (rerun file, K): old and new mean ± CI, and the paired split difference."""
     results = Path(results)
     rows = []
-    for new_path in sorted((results / "rerun").glob("episodic_*.json")):
+    paths = sorted((results / "rerun").glob("episodic_*.json")) + sorted(
+        (results / "rerun").glob("fullway_*.json"))
+    for new_path in paths:
         old_path = results / new_path.name
         if not old_path.is_file():
             continue
         old, new = json.loads(old_path.read_text()), json.loads(new_path.read_text())
-        for k in new["k_shot"]:
-            o, n = old["summary"][f"{k}shot"], new["summary"][f"{k}shot"]
-            d = np.subtract(n["split_means"], o["split_means"])
+        fullway = new_path.name.startswith("fullway_")
+        ks = new["settings"]["k_shot"] if fullway else new["k_shot"]
+        for k in ks:
+            o, n = _entry(old, k, fullway), _entry(new, k, fullway)
+            unit = "draws" if fullway else "split_means"
+            if len(o[unit]) != len(n[unit]):
+                raise ValueError(f"{new_path.name}: {len(n[unit])} {unit} vs {len(o[unit])} committed")
+            d = np.subtract(n[unit], o[unit])
             half = _t95(len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-            rows.append({"file": new_path.name, "data": new["data"], "algo": new["algo"], "k": k,
+            variant = new_path.stem.split("_", 2)[2]  # e.g. protonet-indomain
+            rows.append({"file": new_path.name, "data": new["data"], "algo": variant, "k": k,
                          "old": (o["mean"], o["ci95"]), "new": (n["mean"], n["ci95"]),
                          "diff": (float(d.mean()), float(half)), "splits": len(d),
+                         "protocol": "full-way" if fullway else "episodic",
                          "within_ci": abs(n["mean"] - o["mean"]) <= o["ci95"]})
     return rows
 
 
+def _entry(record: dict, k: int, fullway: bool) -> dict:
+    if fullway:
+        return record["results"][f"{k}shot"]
+    return record["summary"][f"{k}shot"]
+
+
 def table(rows: list[dict]) -> str:
     """A markdown table of :func:`compare`'s rows."""
-    out = ["| dataset | learner | K | committed | through the trainer | paired difference (t, splits) | within the committed CI |",
-           "|---|---|---|---:|---:|---:|---|"]
+    out = ["| protocol | dataset | learner | K | committed | through the trainer | paired difference (t over splits or draws) | within the committed CI |",
+           "|---|---|---|---|---:|---:|---:|---|"]
     for r in rows:
-        out.append(f"| {r['data']} | {r['algo']} | {r['k']} | {r['old'][0]:.2f} ± {r['old'][1]:.2f} | "
+        out.append(f"| {r.get('protocol', 'episodic')} | {r['data']} | {r['algo']} | {r['k']} | {r['old'][0]:.2f} ± {r['old'][1]:.2f} | "
                    f"{r['new'][0]:.2f} ± {r['new'][1]:.2f} | {round(r['diff'][0], 2) + 0.0:+.2f} ± {r['diff'][1]:.2f} | "
                    f"{'yes' if r['within_ci'] else 'no'} |")
     return "\n".join(out)
