@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build the book strictly: every warning is an error, every notebook is executed (cached).
 #
-#   scripts/build_book.sh            vendor the front-end assets (npm, skipped when present),
-#                                    then `jupyter-book build . -W -n --keep-going`
+#   scripts/build_book.sh            `jupyter-book build . -W -n --keep-going`; the book's
+#                                    Sphinx extension (book/_ext/metabook_assets.py) vendors
+#                                    the front-end assets (scripts/vendor_assets.sh: npm,
+#                                    skipped when present) and copies them into _build/html
 #   scripts/build_book.sh --clean    remove _build/html and _build/jupyter_execute first
 #                                    (the execution cache in _build/.jupyter_cache is kept)
 #
@@ -15,8 +17,6 @@ cd "$root"
 if [[ "${1:-}" == "--clean" ]]; then
     rm -rf _build/html _build/jupyter_execute
 fi
-
-scripts/vendor_assets.sh
 
 # Notebooks import the working tree's metabook even where it is not pip-installed.
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"

@@ -10,6 +10,10 @@
 # the widget manager from there. The files are deliberately kept out of `_static/`: Jupyter Book
 # injects every script in `_static/` into every page.
 #
+# Every `jupyter-book build` runs this script: the Sphinx extension book/_ext/metabook_assets.py
+# calls it when the build starts and, when the build ends, copies `_vendor/` into the HTML output
+# if it is missing or stale there, so there is no need to run it by hand.
+#
 # Usage: scripts/vendor_assets.sh [--force]   (skips npm when the assets are already in place)
 set -euo pipefail
 
@@ -84,11 +88,6 @@ cat > "$dest/jupyter-widgets/mathjax3-shim.js" <<'JS'
 JS
 
 echo "$want" > "$stamp"
-# Sphinx copies html_extra_path only when it writes pages. A .buildinfo with a config hash that
-# cannot match makes the next build rewrite every page and copy the new files (notebooks are
-# not re-executed: their outputs come from the execution cache).
-if [[ -f "$root/_build/html/.buildinfo" ]]; then
-    printf '# Sphinx build info version 1\n# invalidated by scripts/vendor_assets.sh\nconfig: 0\ntags: 0\n' \
-        > "$root/_build/html/.buildinfo"
-fi
+# No need to invalidate the HTML build: the metabook_assets extension compares this stamp with
+# the one in _build/html/_vendor/ at the end of every build and copies the new files over.
 echo "vendor_assets: installed into $dest ($(du -sh "$dest" | cut -f1))"
