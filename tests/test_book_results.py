@@ -1,0 +1,226 @@
+"""metabook.book.results: the book's one reader of benchmarks/results/."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import metabook
+from metabook.bench.report import CPFT
+from metabook.book import results
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = REPO / "benchmarks" / "results"
+
+
+# ---------------------------------------------------------------- a synthetic folder
+def episodic(mean1, mean5, *, uncentered=False, best_steps=None, train_classes=25, init=None):
+    """A minimal episodic result file as python -m metabook.bench episodic writes it."""
+    summary = {"1shot": {"mean": mean1, "ci95": 0.4, "episodes": 3000, "max_eval_seconds": 0.3},
+               "5shot": {"mean": mean5, "ci95": 0.2, "episodes": 3000}}
+    if uncentered:
+        summary["1shot_uncentered"] = {"mean": mean1 - 0.5, "ci95": 0.4, "episodes": 3000}
+        summary["5shot_uncentered"] = {"mean": mean5 - 0.5, "ci95": 0.2, "episodes": 3000}
+    per_split = []
+    for i, best in enumerate(best_steps or []):
+        classes = train_classes[i] if isinstance(train_classes, list) else train_classes
+        history = [{"step": s, "valid_acc_1shot": 80.0 + (s == best)} for s in (0, 50, 100, 150, 200)]
+        per_split.append({"split": f"0{i + 1}", "train_classes": classes,
+                          "meta_train": {"best_step": best, "history": history}})
+    settings = {"train_steps": 200, "train_way": 5, "train_shot": 2, "train_query": 3, "lr": 3e-5,
+                "freeze_layers": 2, "val_every": 50, "center": "train" if uncentered else None}
+    return {"benchmark": "episodic", "command": "python -m metabook.bench episodic", "n_way": 5,
+            "splits": ["01", "02", "03", "04", "05"], "episodes_per_split": 600, "summary": summary,
+            "per_split": per_split, "settings": settings, "init": init, "seconds": 60.0,
+            "hardware": {"device": "cpu", "cpu_count": 2, "torch_threads": 2},
+            "versions": {"torch": "2.13.0"}}
+
+
+def fullway(mean5, mean10):
+    return {"benchmark": "fullway", "command": "python -m metabook.bench fullway", "classes": 77,
+            "settings": {"k_shot": [5, 10], "draws": 5, "shot_method": "fullway", "shot_epochs": 4,
+                         "lr": 5e-5, "freeze_layers": 2},
+            "results": {f"{k}shot": {"mean": m, "std": 0.5, "ci95": 0.6, "draws": [m] * 5}
+                        for k, m in ((5, mean5), (10, mean10))}}
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    """BANKING77 meets its 1-shot target, HWU64 does not; full-way on BANKING77 only."""
+    files = {}
+    means = {"banking77": (86.0, 95.0, 90.0, 96.0), "hwu64": (81.0, 93.0, 83.0, 94.0),
+             "clinc150": (94.0, 98.0, 96.0, 99.5)}
+    classes = {"banking77": 25, "hwu64": [16, 20, 24, 28, 32], "clinc150": 50}
+    best = {"banking77": [200, 150, 200, 150, 150], "hwu64": [0, 50, 100, 150, 200],
+            "clinc150": [150, 100, 100, 50, 200]}
+    for d, (f1, f5, m1, m5) in means.items():
+        files[f"episodic_{d}_frozen.json"] = episodic(f1, f5)
+        files[f"episodic_{d}_protonet.json"] = episodic(m1, m5, uncentered=True, best_steps=best[d],
+                                                         train_classes=classes[d])
+    files["episodic_banking77_maml.json"] = episodic(84.0, 92.0)
+    files["episodic_banking77_reptile.json"] = episodic(87.5, 93.0)
+    files["fullway_banking77_frozen.json"] = fullway(77.0, 80.0)
+    files["fullway_banking77_protonet.json"] = fullway(81.0, 85.0)
+    for name, record in files.items():
+        (tmp_path / name).write_text(json.dumps(record))
+    return tmp_path
+
+
+# ---------------------------------------------------------------- finding the folder
+def test_results_dir_finds_the_committed_folder_from_a_chapter():
+    assert results.results_dir(REPO / "book" / "ch05_practice") == COMMITTED
+
+
+def test_results_dir_outside_a_clone_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(metabook, "__file__", str(tmp_path / "site" / "metabook" / "__init__.py"))
+    with pytest.raises(FileNotFoundError, match="clone"):
+        results.results_dir(tmp_path)
+
+
+def test_results_refuses_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        results.Results(tmp_path / "nope")
+
+
+def test_get_load_and_used(folder):
+    res = results.Results(folder)
+    assert res.get("episodic_banking77_anil.json") is None
+    assert res.episodic("banking77", "frozen")["summary"]["1shot"]["mean"] == 86.0
+    assert list(res.used) == ["episodic_banking77_frozen.json"]
+    with pytest.raises(FileNotFoundError, match="episodic_hwu64_anil.json"):
+        res.episodic("hwu64", "anil", required=True)
+    assert "episodic_banking77_frozen.json" in res.names()
+    listed = results.provenance(res)
+    assert listed.startswith("- `episodic_banking77_frozen.json`") and "1.0 min" in listed
+
+
+# ---------------------------------------------------------------- formatting
+def test_pm_and_markdown_table():
+    assert results.pm(89.511, 0.333) == "89.51\u00a0±\u00a00.33"
+    assert results.pm(0.4, 0.2, 1, signed=True) == "+0.4\u00a0±\u00a00.2"
+    table = results.markdown_table(("a", "b"), [(1, 2), (3, 4)])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |", "| 3 | 4 |"]
+
+
+def test_shot_reads_a_summary(folder):
+    r = results.Results(folder).episodic("banking77", "protonet")
+    assert results.shot(r, 1) == (90.0, 0.4)
+    assert results.shot(r, 5, "_uncentered") == (95.5, 0.2)
+    assert results.shot(None, 1) is None
+
+
+# ---------------------------------------------------------------- episodic
+def test_episodic_table_rows_and_targets(folder):
+    table = results.episodic_table(results.Results(folder))
+    rows = [ln for ln in table.splitlines()[2:]]
+    assert sum("target (gap)" in r for r in rows) == 3
+    assert sum("meta-trained, not centred" in r for r in rows) == 3
+    # BANKING77 1-shot: 90.0 against target 89.8 -> met, +0.20, +4.00 vs frozen
+    banking_target = next(r for r in rows if "≥ 89.8" in r)
+    assert "**met** (+0.20; +4.00 vs frozen)" in banking_target
+    hwu_target = next(r for r in rows if "≥ 84.6" in r)
+    assert "**not met** (-1.60" in hwu_target
+    assert all(r.count("|") == 6 for r in rows)
+
+
+def test_headlines_and_targets_sentence(folder):
+    res = results.Results(folder)
+    assert "BANKING77 90.0%, against 86.0% frozen (target 89.8: met, +0.2)" in \
+        results.episodic_headline(res)
+    assert results.targets_sentence(res).startswith(
+        "meta-trained MiniLM meets 2 of the 6 episodic targets (BANKING77 1-shot, CLINC150 5-shot)")
+    assert "beats CPFT's published full-way accuracy in 1 of the 2 settings" in \
+        results.targets_sentence(res)
+
+
+def test_heads_sentence_counts_heads_below_frozen(folder):
+    text = results.heads_sentence(results.Results(folder))
+    assert text.startswith("On BANKING77, 1 of the 2 head learners score below")
+    assert "the best, reptile, reaches 87.5%" in text
+    assert "| BANKING77 | maml |" in results.heads_table(results.Results(folder))
+
+
+def test_best_step_correlation_sign_and_scope(folder):
+    histories = results.valid_histories(results.Results(folder))
+    assert len(histories) == 15 and histories[0]["steps"] == [0, 50, 100, 150, 200]
+    corr = results.best_step_correlation(histories)
+    assert set(corr) == {"all", "hwu64"}  # only HWU64's splits differ in size
+    assert corr["hwu64"]["r"] == pytest.approx(1.0) and corr["hwu64"]["n"] == 5
+    text = results.best_step_sentence(histories)
+    assert "first half of training in 6 of 15 runs" in text
+    assert "within HWU64" in text and "r = +1.00" in text and "later best step" in text
+
+
+def test_plot_valid_curves_has_a_panel_per_dataset(folder):
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = results.plot_valid_curves(results.valid_histories(results.Results(folder)))
+    assert [ax.get_title() for ax in fig.axes] == ["BANKING77", "HWU64", "CLINC150"]
+    assert len(fig.axes[1].lines) == 5
+
+
+# ---------------------------------------------------------------- full-way, published
+def test_fullway_gaps_and_table(folder):
+    res = results.Results(folder)
+    gaps = results.fullway_gaps(res)
+    assert set(gaps) == {"banking77"}
+    assert gaps["banking77"] == pytest.approx((81.0 - 80.86, 85.0 - 87.20))
+    table = results.fullway_table(res)
+    assert "|  | meta-trained − CPFT | +0.14 | -2.20 |" in table
+    assert "CLINC150" not in table  # no full-way CLINC150 file in this folder
+    assert "DNNC (published, RoBERTa-base) | 80.40 | 86.71" in table
+    assert "4 epochs" in results.shot_settings(res.fullway("banking77", "protonet"))
+
+
+def test_published_anchors_are_complete_and_cited():
+    bib = (REPO / "references.bib").read_text(encoding="utf-8")
+    assert set(results.PUBLISHED) == {"DNNC", "CPFT"}
+    for method, p in results.PUBLISHED.items():
+        assert re.search(rf"@\w+\{{{p['cite']},", bib), f"{method}: {p['cite']} not in references.bib"
+        assert p["source"] and p["model"]
+        assert set(p["accuracy"]) == {"banking77", "clinc150", "hwu64"}
+        for five, ten in p["accuracy"].values():
+            assert 20 < five < ten <= 100
+    table = results.published_table()
+    assert table.splitlines()[2].startswith("| DNNC | 80.40 | 86.71 | 91.02")
+
+
+def test_the_readme_cpft_anchors_are_the_published_ones():
+    for d, pair in CPFT.items():
+        assert results.PUBLISHED["CPFT"]["accuracy"][d] == pair
+
+
+# ---------------------------------------------------------------- sentences
+@pytest.mark.parametrize("diffs, start", [
+    ({1: (0.1, 0.3), 5: (-0.1, 0.2)}, "Both intervals contain zero"),
+    ({1: (0.5, 0.3), 5: (0.4, 0.2)}, "Both intervals exclude zero: on these episodes the "
+                                     "meta-trained encoder scores higher"),
+    ({1: (-0.5, 0.3), 5: (-0.4, 0.2)}, "Both intervals exclude zero: on these episodes the "
+                                       "meta-trained encoder scores lower"),
+    ({1: (0.5, 0.3), 5: (0.1, 0.2)}, "The shots disagree: at 1-shot the interval excludes zero"),
+    ({1: (0.5, 0.3), 5: (0.1, 0.2), 10: (0.1, 0.2)}, "The shots disagree"),
+    ({1: (0.0, 0.3), 5: (0.1, 0.2), 10: (0.1, 0.2)}, "Every interval contains zero"),
+])
+def test_paired_verdict(diffs, start):
+    assert results.paired_verdict(diffs).startswith(start)
+
+
+def test_speed_headline_and_encoder_table_on_the_committed_files():
+    res = results.Results(COMMITTED)
+    text = results.speed_headline(res)
+    assert re.match(r"\d+ ms per second-order meta-step against \d+ ms for higher", text)
+    assert "maml_speed.json" in res.used
+    assert results.encoder_table(res).splitlines()[0].startswith("| encoder | batch size")
+    tables = results.speed_tables(res)
+    assert tables.count("| method | ms / meta-step") >= 2
+
+
+def test_committed_tables_cover_every_dataset():
+    res = results.Results(COMMITTED)
+    assert results.episodic_table(res).count("target (gap)") == len(results.NAMES)
+    summary = results.summary_table(res)
+    for name in results.NAMES.values():
+        assert summary.count(f"| {name} | 5-way") == 2
+    rows = results.reruns(res)
+    assert results.rerun_sentence(rows).startswith(f"{sum(r['within_ci'] for r in rows)} of the")
+    assert results.rerun_sentence([]) == "no rerun is committed yet"
