@@ -93,13 +93,13 @@ def test_widget_has_the_sliders():
     assert isinstance(w, ipywidgets.interactive)
     sliders = {c.description: c for c in w.children if isinstance(c, ipywidgets.widgets.ValueWidget)
                and hasattr(c, "min")}
-    assert set(sliders) == {"inner steps k", "inner lr α", "shots K", "amplitude A", "phase",
+    assert set(sliders) == {"inner steps S", "inner lr α", "shots K", "amplitude A", "phase",
                             "support seed"}
-    assert (sliders["inner steps k"].min, sliders["inner steps k"].max) == (0, 4)
+    assert (sliders["inner steps S"].min, sliders["inner steps S"].max) == (0, 4)
     assert sliders["shots K"].value == 5
     assert isinstance(sliders["inner lr α"], ipywidgets.FloatLogSlider)
     # Moving a slider re-runs the plot without error.
-    sliders["inner steps k"].value = 3
+    sliders["inner steps S"].value = 3
     sliders["shots K"].value = 2
 
 

@@ -400,7 +400,7 @@ def adaptation_widget(models: Mapping[str, nn.Module], tasks: SinusoidTasks | No
     return widgets.interactive(
         show,
         steps=widgets.IntSlider(value=min(1, max_steps), min=0, max=max_steps,
-                                description="inner steps k", style=style),
+                                description="inner steps S", style=style),
         inner_lr=widgets.FloatLogSlider(value=inner_lr, base=10, min=lr_lo,
                                         max=lr_hi, step=0.05, description="inner lr α",
                                         readout_format=".3f", style=style),
