@@ -189,3 +189,30 @@ def test_readme_results_block_is_generated_from_the_committed_results():
     block = text.split(START)[1].split(END)[0]
     assert block == "\n" + render(ROOT / "benchmarks" / "results"), (
         "README's results block is stale: run `python -m metabook.bench report --readme README.md`")
+
+
+NOTEBOOKS = CHAPTERS + sorted(BOOK.glob("appendix_*/*.ipynb"))
+
+
+def _code_cells(nb_path):
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    return [("".join(c["source"]), c.get("metadata", {}).get("tags", []))
+            for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_chapter_is_lean_and_starts_and_ends_with_the_book_helpers(nb_path):
+    code = _code_cells(nb_path)
+    chapter = re.search(r'setup\("(\w+)"\)', code[0][0])
+    assert chapter, f"{nb_path.name}: the first code cell should be the setup cell (setup(\"chNN\"))"
+    assert f'record_runtime("{chapter.group(1)}")' in code[-1][0], \
+        f"{nb_path.name}: the last code cell should record the run time"
+    long = [i for i, (src, _) in enumerate(code) if len(src.splitlines()) > 40]
+    assert not long, f"{nb_path.name}: code cells {long} exceed 40 lines; move plumbing to metabook.book"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_chapter_has_hidden_checks_of_its_claims(nb_path):
+    checks = [src for src, tags in _code_cells(nb_path)
+              if "remove-cell" in tags and re.search(r"\bcheck\(|\bassert\b", src)]
+    assert checks, f"{nb_path.name}: add hidden (remove-cell) cells that check what its tables claim"
