@@ -40,8 +40,8 @@ HEADS: tuple[str, ...] = report.HEADS
 #: The shots per intent of the full-way protocol, in the order of :data:`PUBLISHED`'s pairs.
 FULLWAY_SHOTS: tuple[int, int] = (5, 10)
 
-#: Published full-way accuracy (%) at 5 and 10 shots per intent: the DNNC/CPFT protocol
-#: (all intents, the official test split), RoBERTa-base models.
+#: Published full-way accuracy in percent, at 5 and 10 shots per intent, under the DNNC/CPFT
+#: protocol (all intents, the official test split), with RoBERTa-base models.
 #: Quoted from the papers as cited; not yet re-checked against them.
 PUBLISHED: dict[str, dict[str, Any]] = {
     "DNNC": {
