@@ -39,6 +39,7 @@ from torch import nn
 
 from metabook.algorithms import MAML, ANIL, MetaSGD, ProtoNet, Reptile
 from metabook.bench.common import default_runs_dir, hardware, provenance, versions
+from metabook.bench.stats import pack_accuracies, t_interval
 from metabook.data.intents import IntentDataset, load_dataset
 from metabook.device import by_device, default_device, seed_everything
 from metabook.tasks import EpisodeSampler
@@ -278,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
             t_eval = time.perf_counter() - t_eval  # sampling + prediction from embeddings, no encoding
             all_accs[k].extend(accs)
             m, ci = mean_ci(accs)
-            info[f"{k}shot"] = {"mean": m, "ci95": ci, "episodes": len(accs), "eval_seconds": t_eval}
+            info[f"{k}shot"] = {"mean": m, "ci95": ci, "episodes": len(accs), "eval_seconds": t_eval,
+                                "accuracies": pack_accuracies(accs, args.n_way * args.n_query)}
             if args.center == "train" and args.algo in ("frozen", "protonet"):  # the same episodes, uncentred
                 plain = test_accuracies(predict, plain_emb.to(device), test_labels, args.n_way, k, args.n_query,
                                         args.episodes, seed=args.seed, device=device)
@@ -290,8 +292,9 @@ def run(args: argparse.Namespace) -> int:
     summary = {}
     for k, accs in all_accs.items():
         m, ci = mean_ci(accs)
-        summary[f"{k}shot"] = {"mean": m, "ci95": ci, "episodes": len(accs),
-                               "split_means": [s[f"{k}shot"]["mean"] for s in per_split],
+        split_means = [s[f"{k}shot"]["mean"] for s in per_split]
+        summary[f"{k}shot"] = {"mean": m, "ci95": ci, "episodes": len(accs), "split_means": split_means,
+                               "ci95_splits": t_interval(split_means)[1] if len(split_means) > 1 else None,
                                "max_eval_seconds": max(s[f"{k}shot"]["eval_seconds"] for s in per_split)}
         if uncentered[k]:
             m, ci = mean_ci(uncentered[k])
