@@ -106,10 +106,10 @@ def test_fullway_shots_come_from_train_only_and_are_deterministic():
         fullway.draw_shots(labels, 6, seed=0)
 
 
-def test_fullway_refuses_target_in_meta_data():
+def test_fullway_refuses_target_in_meta_data(shared_data):
     p = argparse.ArgumentParser()
     fullway.add_arguments(p)
-    args = p.parse_args(["--data", "banking77", "--meta-data", "banking77", "hwu64"])
+    args = p.parse_args(["--data", "banking77", "--meta-data", "banking77", "hwu64", "--data-dir", str(shared_data)])
     with pytest.raises(ValueError, match="must not include the target"):
         fullway.run(args)
 
@@ -368,3 +368,68 @@ def test_rerun_compare_refuses_unpaired_units(tmp_path):
     _write(tmp_path / "rerun" / "episodic_hwu64_frozen.json", rec([1.0]))
     with pytest.raises(ValueError, match="split_means"):
         compare(tmp_path)
+
+
+def _fewshot_folder(root, shared_data, classes=4, per_class=12, draws=(2,)):
+    """A small full-way folder (train|valid|test|train_K/{seq.in,label}) cut from HWU64's real splits."""
+    from metabook.data import load_fewshot
+
+    src = load_fewshot("hwu64", data_dir=shared_data)
+    keep = sorted(set(src.train.labels))[:classes]
+    parts = {"train": src.train, "valid": src.valid, "test": src.test}
+    for name, lt in parts.items():
+        rows = [(t, y) for t, y in zip(lt.texts, lt.labels) if y in keep]
+        rows = [r for c in keep for r in [r for r in rows if r[1] == c][:per_class]]
+        (root / name).mkdir(parents=True)
+        (root / name / "seq.in").write_text("\n".join(t for t, _ in rows) + "\n", encoding="utf-8")
+        (root / name / "label").write_text("\n".join(y for _, y in rows) + "\n", encoding="utf-8")
+    for k in draws:
+        (root / f"train_{k}").mkdir()
+        rows = [r for c in keep for r in [(t, y) for t, y in zip(src.train.texts, src.train.labels) if y == c][-k:]]
+        (root / f"train_{k}" / "seq.in").write_text("\n".join(t for t, _ in rows) + "\n", encoding="utf-8")
+        (root / f"train_{k}" / "label").write_text("\n".join(y for _, y in rows) + "\n", encoding="utf-8")
+    return root
+
+
+def test_load_fewshot_registered_counts(shared_data):
+    from metabook.data import load_fewshot
+
+    for name, sizes, classes in [("banking77", (8622, 1540, 3080), 77), ("hwu64", (8954, 1076, 1076), 64)]:
+        s = load_fewshot(name, data_dir=shared_data)
+        assert (len(s.train.texts), len(s.valid.texts), len(s.test.texts)) == sizes
+        assert len(set(s.train.labels)) == classes == len(set(s.test.labels))
+        assert {k: len(v.texts) for k, v in s.published.items()} == {5: 5 * classes, 10: 10 * classes}
+
+
+def test_load_fewshot_folder_errors(shared_data, tmp_path):
+    from metabook.data import DataFormatError, load_fewshot
+
+    root = _fewshot_folder(tmp_path / "f", shared_data)
+    assert list(load_fewshot(root).published) == [2]
+    (root / "test" / "label").write_text("a\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="labels for"):
+        load_fewshot(root)
+    (root / "test" / "label").write_bytes(b"\xff\xfe\n")
+    with pytest.raises(DataFormatError, match="not UTF-8"):
+        load_fewshot(root)
+    (root / "valid" / "label").unlink()
+    with pytest.raises(FileNotFoundError, match="valid/label is missing"):
+        load_fewshot(root)
+    with pytest.raises(ValueError, match="neither a folder"):
+        load_fewshot("nope")
+
+
+def test_fullway_logreg_on_a_folder_chooses_c_on_valid(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
+    root = _fewshot_folder(tmp_path / "mini", shared_data)
+    out = tmp_path / "lr.json"
+    assert bench_main(["fullway", "--data", str(root), "--algo", "logreg", "--k-shot", "2", "--draws", "2",
+                       "--C", "0.01", "10", "--no-progress", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    res = r["results"]["2shot"]
+    assert r["splits"] == "fewshot" and r["classes"] == 4
+    assert set(res["valid_sweep"]) == {"0.01", "10.0"}
+    assert res["C"] == max((0.01, 10.0), key=lambda c: res["valid_sweep"][str(c)])
+    assert len(res["draws"]) == 2 and "published_draw" in res
+    assert res["mean"] > 25.0  # 4-way chance
+    assert res["ci95_draws"] > res["ci95"] or res["std"] == 0

@@ -6,7 +6,7 @@ from metabook.data.registry import (
 )
 from metabook.data.intents import (
     DATASETS, ClassSplit, IntentDataset, LabeledTexts, OfficialSplits, load_dataset,
-    load_official, load_unlabeled,
+    load_fewshot, load_official, load_unlabeled,
 )
 from metabook.data.sinusoid import SinusoidTasks
 from metabook.data.collate import TextCollator
@@ -15,6 +15,6 @@ __all__ = [
     "REGISTRY", "DataFile", "DEFAULT_BASE_URL", "fetch", "fetch_all", "default_cache_dir",
     "DataError", "DataUnavailableError", "ChecksumError", "DataFormatError",
     "DATASETS", "IntentDataset", "ClassSplit", "LabeledTexts", "OfficialSplits",
-    "load_dataset", "load_official", "load_unlabeled",
+    "load_dataset", "load_official", "load_fewshot", "load_unlabeled",
     "SinusoidTasks", "TextCollator",
 ]

@@ -11,6 +11,8 @@
 The three registered datasets are fetched (and verified) through
 :mod:`metabook.data.registry`.  :func:`load_official` gives the official
 train/test splits that the full-way protocol (DNNC / CPFT) uses, and
+:func:`load_fewshot` the exact splits and published K-shot draws that DNNC and CPFT
+report on (``train|valid|test|train_5|train_10/{seq.in,label}``), and
 :func:`load_unlabeled` the unlabeled text for self-supervised tasks.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import csv
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -29,7 +31,7 @@ from metabook.data.registry import REGISTRY, DataFormatError, fetch
 
 __all__ = [
     "IntentDataset", "ClassSplit", "LabeledTexts", "OfficialSplits",
-    "load_dataset", "load_official", "load_unlabeled", "DATASETS",
+    "load_dataset", "load_official", "load_fewshot", "load_unlabeled", "DATASETS",
 ]
 
 #: Registered dataset name -> ProtAugment folder under ``protaugment/``.
@@ -276,6 +278,8 @@ class OfficialSplits:
     train: LabeledTexts
     test: LabeledTexts
     valid: LabeledTexts | None = None
+    #: Published K-shot draws (``train_5``, ``train_10``), by K; empty for official splits.
+    published: dict[int, LabeledTexts] = field(default_factory=dict)
 
     @property
     def class_names(self) -> list[str]:
@@ -338,6 +342,73 @@ def load_official(name: str, data_dir: str | os.PathLike | None = None,
         return OfficialSplits(key, parts["train"], parts["test"], parts["val"])
     raise ValueError(f"no official train/test split registered for {name!r}; "
                      "have 'banking77' and 'clinc150' (HWU64 is used through its class splits)")
+
+
+#: Registered name -> folder under ``fewshot_intent/`` (the DNNC / CPFT splits).
+FEWSHOT = {"banking77": "BANKING77", "clinc150": "CLINC150", "hwu64": "HWU64"}
+
+
+def _read_seq_label(folder: str, get: Callable[[str], Path]) -> LabeledTexts:
+    """``folder/seq.in`` and ``folder/label``: one utterance / its intent a line, aligned."""
+    seq, lab = get(f"{folder}/seq.in"), get(f"{folder}/label")
+    out = []
+    for path in (seq, lab):
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise _bad(path, None, f"not UTF-8 ({e.reason} at byte {e.start})") from None
+        while lines and not lines[-1].strip():
+            lines.pop()
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                raise _bad(path, i, "blank line (seq.in and label must align line by line)")
+        out.append([line.strip() for line in lines])
+    texts, labels = out
+    if len(texts) != len(labels):
+        raise _bad(lab, None, f"{len(labels)} labels for {len(texts)} utterances in {seq}")
+    if not texts:
+        raise _bad(seq, None, "no examples")
+    return LabeledTexts(texts, labels)
+
+
+def load_fewshot(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                 progress: bool = True) -> OfficialSplits:
+    """The DNNC / CPFT full-way splits: ``"banking77"``, ``"clinc150"``, ``"hwu64"`` or a folder.
+
+    A folder holds ``train/``, ``valid/`` and ``test/`` (each ``seq.in`` + ``label``), and
+    optionally ``train_5/``, ``train_10/``, ... : published K-shot draws, returned in
+    :attr:`OfficialSplits.published`.  Registered names fetch ``fewshot_intent/<NAME>/``
+    (SHA-256 checked); their test and valid classes equal their train classes.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        def get(rel: str) -> Path:
+            p = path / rel
+            if not p.is_file():
+                raise FileNotFoundError(f"{p} is missing; a full-way folder needs "
+                                        "train|valid|test/{seq.in,label}")
+            return p
+        draws = sorted(int(d.name[6:]) for d in path.glob("train_*") if d.name[6:].isdigit())
+        name = path.name
+    else:
+        key = str(name_or_path).lower()
+        if key not in FEWSHOT:
+            raise ValueError(f"{name_or_path!r} is neither a folder nor one of {sorted(FEWSHOT)}")
+        base = f"fewshot_intent/{FEWSHOT[key]}"
+        get = lambda rel: fetch(f"{base}/{rel}", data_dir=data_dir, progress=progress)  # noqa: E731
+        draws = sorted(int(f.split("/")[2][6:]) for f in REGISTRY
+                       if f.startswith(base + "/train_") and f.endswith("/label"))
+        name = key
+    parts = {p: _read_seq_label(p, get) for p in PARTS}
+    published = {k: _read_seq_label(f"train_{k}", get) for k in draws}
+    known = set(parts["train"].labels)
+    for part in ("valid", "test", *(f"train_{k}" for k in draws)):
+        lt = parts[part] if part in parts else published[int(part[6:])]
+        unseen = sorted(set(lt.labels) - known)
+        if unseen:
+            raise DataFormatError(f"{name}/{part}: {len(unseen)} intents not in train, e.g. {unseen[0]!r}",
+                                  str(path), None)
+    return OfficialSplits(name, parts["train"], parts["test"], parts["valid"], published)
 
 
 def load_unlabeled(name: str | os.PathLike, data_dir: str | os.PathLike | None = None,
