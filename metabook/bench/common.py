@@ -11,6 +11,10 @@ from metabook.train.export import git_sha
 
 __all__ = ["versions", "hardware", "provenance", "default_runs_dir"]
 
+#: The commit of the code this process loaded, read once at import (a run that lasts an hour
+#: must not record a commit made while it ran); ``-dirty`` when the checkout had changes.
+START_SHA = git_sha()
+
 
 def versions() -> dict:
     """Python, torch, transformers and metabook versions."""
@@ -34,7 +38,7 @@ def hardware(device: torch.device) -> dict:
 
 def provenance(command: str) -> dict:
     """``{"command": "python -m metabook.bench <command> <args>", "git_sha": ...}`` of this process."""
-    return {"command": f"python -m metabook.bench {command} " + " ".join(sys.argv[2:]), "git_sha": git_sha()}
+    return {"command": f"python -m metabook.bench {command} " + " ".join(sys.argv[2:]), "git_sha": START_SHA}
 
 
 def default_runs_dir() -> str:

@@ -146,6 +146,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="official dataset files, or the DNNC/CPFT splits with published draws "
                         "(default: official for banking77/clinc150, fewshot otherwise)")
     p.add_argument("--algo", default="protonet", choices=["frozen", "logreg", "protonet"])
+    p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
+                   help="--splits fewshot: also score the published train_K draw (default on)")
     p.add_argument("--C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0],
                    help="--algo logreg: inverse regularisation strengths to choose from on valid")
     p.add_argument("--k-shot", type=int, nargs="+", default=[5, 10])
@@ -238,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         accs = []
         draws = [draw_shots(train.labels, k, seed=args.seed + d) for d in range(args.draws)]
         shots = [([train.texts[i] for i in idx], [train.labels[i] for i in idx]) for idx in draws]
-        if k in official.published:
+        if args.published and k in official.published:
             shots.append((official.published[k].texts, official.published[k].labels))
         if args.algo == "logreg":
             results[f"{k}shot"] = logreg_draws(base, shots, official.valid, test, args.C, args.draws, log, k)
