@@ -148,7 +148,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", default="protonet", choices=["frozen", "logreg", "protonet"])
     p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
                    help="--splits fewshot: also score the published train_K draw (default on)")
-    p.add_argument("--C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0],
+    p.add_argument("--C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0, 1000.0],
                    help="--algo logreg: inverse regularisation strengths to choose from on valid")
     p.add_argument("--k-shot", type=int, nargs="+", default=[5, 10])
     p.add_argument("--draws", type=int, default=5)

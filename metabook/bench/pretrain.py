@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from metabook.bench.common import default_runs_dir
+from metabook.bench.common import default_runs_dir, hardware, provenance, versions
 from metabook.data.intents import load_dataset
 from metabook.device import by_device, default_device
 from metabook.tasks import EpisodeSampler
@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     k = max(1, len(res.losses) // 10)
     rec["meta_pretrain"] = {"datasets": list(args.meta_data), "steps": res.step,
                             "first_loss": sum(res.losses[:k]) / k, "final_loss": sum(res.losses[-k:]) / k}
+    rec.update(provenance("pretrain"))  # the command that rewrites this record, and the code's commit
+    rec["versions"], rec["hardware"] = versions(), hardware(device)
     record.write_text(json.dumps(rec, indent=2))
     print(f"wrote {res.encoder_dir} and {record}")
     return 0

@@ -1,7 +1,8 @@
 """Committed text results against their reruns through the trainer.
 
-``benchmarks/results/rerun/<name>.json`` is a rerun, by the current code, of the
-committed ``benchmarks/results/<name>.json``.  Both score the same test episodes or the
+``benchmarks/results/rerun/<name>.json`` is a rerun, through the trainer, of the result
+that the earlier loops of ``metabook.bench`` wrote: ``benchmarks/results/legacy/<name>.json``
+once the current code has regenerated ``benchmarks/results/<name>.json``, else that file.  Both score the same test episodes or the
 same K-shot draws (same seeds and splits), so their units pair up: split means for
 episodic files, draws for full-way files.  :func:`compare` gives each rerun's mean, the
 old one, and the t-interval of the paired difference over those units.
@@ -29,7 +30,9 @@ def compare(results: str | Path = "benchmarks/results") -> list[dict]:
     paths = sorted((results / "rerun").glob("episodic_*.json")) + sorted(
         (results / "rerun").glob("fullway_*.json"))
     for new_path in paths:
-        old_path = results / new_path.name
+        old_path = results / "legacy" / new_path.name
+        if not old_path.is_file():
+            old_path = results / new_path.name
         if not old_path.is_file():
             continue
         old, new = json.loads(old_path.read_text()), json.loads(new_path.read_text())

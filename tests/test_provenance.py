@@ -1,0 +1,99 @@
+"""Every committed result file says how to make it again.
+
+Each JSON under ``benchmarks/results/`` records a ``command`` that the current CLI parses,
+its hardware and versions. Files made by the current code also record the git commit, and
+their command's ``--out`` is the file's own path, so running the command rewrites that file.
+``legacy/`` keeps results of the earlier loops that the current code regenerated, for the
+reproduction table (:mod:`metabook.bench.rerun`). Files made by older code are listed in ``LEGACY``; the list may only shrink: a file that
+gains a commit must leave it, and no new file may join it.
+"""
+import argparse
+import importlib
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from metabook.bench import COMMANDS
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+FILES = sorted(p for p in RESULTS.rglob("*.json") if "legacy" not in p.relative_to(RESULTS).parts)
+
+#: Made by code older than the commit-recording provenance; to be regenerated (issue 13).
+LEGACY = {
+    "encoder.json", "episodic_banking77_protonet-indomain.json", "episodic_banking77_protonet.json",
+    "episodic_clinc150_protonet-indomain.json", "episodic_clinc150_protonet.json",
+    "episodic_hwu64_protonet-indomain.json", "episodic_hwu64_protonet.json",
+    "fullway_banking77_protonet-smlmt.json", "fullway_banking77_protonet.json", "fullway_clinc150_protonet.json",
+    "maml_speed.json", "maml_speed_1thread.json", "maml_speed_minilm-all.json", "maml_speed_minilm-top2.json",
+    "maml_speed_text.json", "pretrain_no-banking77.json", "pretrain_no-clinc150.json", "pretrain_no-hwu64.json",
+    "rerun/pretrain_no-banking77.json", "rerun/pretrain_no-clinc150.json", "rerun/pretrain_no-hwu64.json",
+}
+
+#: Reruns made while the checkout had uncommitted changes (before the commit was read at
+#: process start); their ``git_sha`` ends in ``-dirty``. No new file may join this list.
+DIRTY = {
+    "rerun/episodic_banking77_anil.json", "rerun/episodic_banking77_fomaml.json", "rerun/episodic_banking77_maml.json",
+    "rerun/episodic_banking77_metasgd.json", "rerun/episodic_banking77_protonet-xdata.json", "rerun/episodic_banking77_protonet.json",
+    "rerun/episodic_clinc150_protonet-indomain.json", "rerun/episodic_clinc150_protonet-xdata.json", "rerun/episodic_clinc150_protonet.json",
+    "rerun/fullway_banking77_protonet-xdata.json",
+}
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(RESULTS).as_posix()
+
+
+def _parse(command: str) -> tuple[str, argparse.Namespace]:
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "metabook.bench"], f"not a metabook.bench command: {command}"
+    sub = words[3]
+    assert sub in COMMANDS, f"unknown subcommand {sub!r}"
+    parser = argparse.ArgumentParser(prog=f"python -m metabook.bench {sub}", exit_on_error=False)
+    importlib.import_module(COMMANDS[sub]).add_arguments(parser)
+    return sub, parser.parse_args(words[4:])
+
+
+def test_there_are_result_files():
+    assert len(FILES) > 30
+
+
+@pytest.mark.parametrize("path", FILES, ids=_rel)
+def test_command_parses_and_provenance_is_recorded(path):
+    record = json.loads(path.read_text())
+    assert record.get("hardware") or _rel(path) in LEGACY, "no hardware recorded"
+    if _rel(path).startswith("rerun/pretrain_"):  # recorded the trainer's argv, not the bench command
+        assert _rel(path) in LEGACY
+        return
+    sub, args = _parse(record["command"])
+    if _rel(path) in LEGACY:
+        assert not (record.get("git_sha") and record.get("hardware")
+                    and getattr(args, "record" if sub == "pretrain" else "out", None)
+                    == f"benchmarks/results/{_rel(path)}"), (
+            "this file now records its commit, hardware and --out: remove it from LEGACY")
+        return
+    assert record.get("git_sha"), "no git commit recorded"
+    assert record["git_sha"].endswith("-dirty") == (_rel(path) in DIRTY), (
+        "made from uncommitted code" if _rel(path) not in DIRTY else "no longer dirty: remove it from DIRTY")
+    assert record.get("versions", {}).get("torch"), "no versions recorded"
+    target = args.record if sub == "pretrain" else args.out  # pretrain: --out is the run folder
+    assert target == f"benchmarks/results/{_rel(path)}", f"its command writes {target!r}, not this file"
+
+
+def test_legacy_list_names_only_existing_files():
+    names = {_rel(p) for p in FILES}
+    assert LEGACY <= names, f"stale LEGACY entries: {sorted(LEGACY - names)}"
+
+
+def test_each_legacy_file_has_its_rerun():
+    """``legacy/`` keeps what the earlier loops wrote, for the reproduction table only."""
+    for path in sorted((RESULTS / "legacy").glob("*.json")):
+        assert (RESULTS / "rerun" / path.name).is_file(), f"legacy/{path.name} has no rerun"
+        assert (RESULTS / path.name).is_file(), f"legacy/{path.name} has no regenerated file"
+
+
+def test_a_command_with_a_wrong_option_does_not_parse():
+    with pytest.raises((argparse.ArgumentError, SystemExit)):
+        _parse("python -m metabook.bench episodic --data banking77 --no-such-flag 3")
