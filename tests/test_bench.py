@@ -320,7 +320,7 @@ def test_fullway_smlmt_stage_uses_only_unlabeled_train_text(shared_data, tmp_pat
     assert r["smlmt"]["steps"] == 2 and r["smlmt"]["words"] > 100
 
 
-@pytest.mark.parametrize("cmd", [[], ["speed"], ["encoder"], ["episodic"], ["fullway"], ["pretrain"], ["report"]])
+@pytest.mark.parametrize("cmd", [[], ["speed"], ["encoder"], ["episodic"], ["fullway"], ["overlap"], ["pretrain"], ["report"]])
 def test_every_help_exits_0(cmd):
     import subprocess
     import sys
@@ -433,3 +433,44 @@ def test_fullway_logreg_on_a_folder_chooses_c_on_valid(shared_data, tmp_path, mo
     assert len(res["draws"]) == 2 and "published_draw" in res
     assert res["mean"] > 25.0  # 4-way chance
     assert res["ci95_draws"] > res["ci95"] or res["std"] == 0
+
+
+class _HashEncoder:
+    """Deterministic pseudo-embeddings, one per sentence (no model needed)."""
+
+    def encode(self, texts, cache=None):
+        import zlib
+        rows = [torch.from_numpy(np.random.default_rng(zlib.crc32(t.encode())).standard_normal(16)) for t in texts]
+        return torch.nn.functional.normalize(torch.stack(rows).float(), dim=1)
+
+
+def test_overlap_domain_rules_threshold_and_reading(shared_data, tmp_path):
+    from metabook.bench import overlap as ov
+
+    strict = ov.overlap("banking77", _HashEncoder(), threshold=0.999, data_dir=shared_data)
+    clinc = load_dataset("clinc150", data_dir=shared_data)
+    expected = {c for c, d in clinc.domain_of.items() if d in ("banking", "credit_cards")}
+    assert len(expected) == 30 and {r["intent"] for r in strict} == expected
+    assert all(r["reason"] == "domain rule" for r in strict)
+    loose = ov.overlap("banking77", _HashEncoder(), threshold=0.3, data_dir=shared_data)
+    assert len(loose) > len(strict) and {r["intent"] for r in strict} <= {r["intent"] for r in loose}
+    with pytest.raises(ValueError, match="threshold"):
+        ov.overlap("banking77", _HashEncoder(), threshold=0.0, data_dir=shared_data)
+    path = tmp_path / "b77.json"
+    path.write_text(json.dumps({"benchmark": "overlap", "target": "banking77", "removed": strict}))
+    assert ov.read_overlap(path, "banking77") == {"clinc150": expected}
+    with pytest.raises(ValueError, match="not an overlap list for 'hwu64'"):
+        ov.read_overlap(path, "hwu64")
+
+
+def test_pretrain_source_drops_the_overlapping_intents(shared_data):
+    from metabook.bench.pretrain import datasets_source
+
+    args = argparse.Namespace(data_dir=str(shared_data), train_way=5, train_shot=1, train_query=1, seed=0)
+    full = datasets_source(["clinc150"], args)
+    cut = datasets_source(["clinc150"], args, {"clinc150": {"alarm", "timer"}})
+    assert len(cut.train.classes) == len(full.train.classes) - 2
+    assert not {"clinc150:alarm", "clinc150:timer"} & set(cut.train.classes)
+    assert cut.trained_on()["removed_overlap"] == {"clinc150": ["alarm", "timer"]}
+    with pytest.raises(ValueError, match="lacks"):
+        datasets_source(["clinc150"], args, {"clinc150": {"no_such_intent"}})

@@ -4,7 +4,8 @@
   (``--workload sinusoid`` or ``text``);
 * ``encoder`` -- MiniLM encoding throughput against sentence-transformers, and the cache;
 * ``episodic`` -- N-way K-shot intent detection on the ProtAugment class splits;
-* ``fullway`` -- the DNNC/CPFT full-way K-shot protocol (BANKING77, CLINC150);
+* ``fullway`` -- the DNNC/CPFT full-way K-shot protocol (BANKING77, CLINC150, HWU64, a folder);
+* ``overlap`` -- the intents of the other datasets that overlap a target's, to remove first;
 * ``pretrain`` -- cross-dataset ProtoNet meta-pre-training of MiniLM, saved for ``--init``;
 * ``report`` -- the README's results tables, rendered from ``benchmarks/results/``.
 
@@ -15,6 +16,7 @@ COMMANDS = {
     "encoder": "metabook.bench.encoder",
     "episodic": "metabook.bench.episodic",
     "fullway": "metabook.bench.fullway",
+    "overlap": "metabook.bench.overlap",
     "pretrain": "metabook.bench.pretrain",
     "report": "metabook.bench.report",
 }

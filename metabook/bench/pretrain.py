@@ -31,18 +31,27 @@ def default_out(exclude: str) -> Path:
     return Path(default_runs_dir()) / f"pretrain_no-{exclude}"
 
 
-def datasets_source(names: list[str], args) -> SamplerSource:
-    """ProtoNet episodes over every class of the datasets ``names``; class names are prefixed
+def datasets_source(names: list[str], args, remove: dict[str, set[str]] | None = None) -> SamplerSource:
+    """ProtoNet episodes over every class of the datasets ``names``, less the intents in
+    ``remove`` (``{dataset: {intent, ...}}``, e.g. from ``--overlap``); class names are prefixed
     with their dataset's name, so equal names in two datasets stay distinct."""
     texts, labels = [], []
+    remove = remove or {}
     for name in names:
         ds = load_dataset(name, data_dir=args.data_dir)
-        texts += ds.texts
-        labels += [f"{name}:{c}" for c in ds.labels]
+        drop = remove.get(name, set())
+        unknown = drop - set(ds.class_names)
+        if unknown:
+            raise ValueError(f"the overlap list names intents that {name} lacks, e.g. {sorted(unknown)[0]!r}")
+        keep = [i for i, c in enumerate(ds.labels) if c not in drop]
+        texts += [ds.texts[i] for i in keep]
+        labels += [f"{name}:{ds.labels[i]}" for i in keep]
     sampler = EpisodeSampler(labels, args.train_way, args.train_shot, args.train_query, data=texts,
                              seed=args.seed, drop_small_classes=True)
+    removed = {d: sorted(v) for d, v in remove.items() if d in names and v}
     return SamplerSource(sampler, trained_on={"task": "datasets", "datasets": list(names),
-                                              "classes": len(sampler.classes)})
+                                              "classes": len(sampler.classes),
+                                              **({"removed_overlap": removed} if removed else {})})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default=None,
                    help="copy of the encoder's metabook.json for the results folder "
                         "(default benchmarks/results/pretrain_no-<exclude>.json)")
+    p.add_argument("--overlap", default=None,
+                   help="an overlap list (`python -m metabook.bench overlap --target EXCLUDE`): its intents "
+                        "are removed from the other datasets first")
     p.add_argument("--device", default=None)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
 
@@ -84,12 +96,17 @@ def run(args: argparse.Namespace) -> int:
                       freeze_layers=args.freeze_layers, max_length=args.max_length, seed=args.seed, out=str(out),
                       overwrite=True, checkpoint_every=0, keep_checkpoints=1, tensorboard=False,
                       device="cpu" if device.type == "cpu" else str(device), progress=args.progress)
-    res = train_run(cfg, source=datasets_source(args.meta_data, args))
+    remove = None
+    if args.overlap:
+        from metabook.bench.overlap import read_overlap
+        remove = read_overlap(args.overlap, args.exclude)
+    res = train_run(cfg, source=datasets_source(args.meta_data, args, remove))
     record = Path(args.record or f"benchmarks/results/pretrain_no-{args.exclude}.json")
     record.parent.mkdir(parents=True, exist_ok=True)
     rec = json.loads((res.encoder_dir / "metabook.json").read_text())
     k = max(1, len(res.losses) // 10)
-    rec["meta_pretrain"] = {"datasets": list(args.meta_data), "steps": res.step,
+    rec["meta_pretrain"] = {"datasets": list(args.meta_data), "steps": res.step, "overlap": args.overlap,
+                            "removed": {d: len(v) for d, v in (remove or {}).items()},
                             "first_loss": sum(res.losses[:k]) / k, "final_loss": sum(res.losses[-k:]) / k}
     rec.update(provenance("pretrain"))  # the command that rewrites this record, and the code's commit
     rec["versions"], rec["hardware"] = versions(), hardware(device)
