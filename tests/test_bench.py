@@ -474,3 +474,20 @@ def test_pretrain_source_drops_the_overlapping_intents(shared_data):
     assert cut.trained_on()["removed_overlap"] == {"clinc150": ["alarm", "timer"]}
     with pytest.raises(ValueError, match="lacks"):
         datasets_source(["clinc150"], args, {"clinc150": {"no_such_intent"}})
+
+
+def test_fullway_logreg_levers_are_chosen_on_valid_and_marked(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
+    root = _fewshot_folder(tmp_path / "mini", shared_data)
+    out = tmp_path / "ens.json"
+    assert bench_main(["fullway", "--data", str(root), "--algo", "logreg", "--k-shot", "2", "--draws", "2",
+                       "--C", "1", "10", "--proto-weight", "0", "0.5", "--label-names", "--no-progress",
+                       "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]["2shot"]
+    assert set(res["valid_sweep"]) == {f"C={c},w={w}" for c in (1.0, 10.0) for w in (0.0, 0.5)}
+    assert res["valid_sweep"][f"C={res['C']},w={res['proto_weight']}"] == max(res["valid_sweep"].values())
+    assert res["uses_label_names"] is True
+    assert fullway.label_text("card_arrival") == "card arrival" and fullway.label_text("alarm/set") == "alarm set"
+    assert bench_main(["fullway", "--data", str(root), "--algo", "logreg", "--proto-weight", "1.5",
+                       "--no-progress", "--out", str(tmp_path / "bad.json")]) == 2
+    assert not (tmp_path / "bad.json").exists()

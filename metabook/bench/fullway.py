@@ -113,30 +113,64 @@ def draw_summary(accs: list[float], n_draws: int) -> dict:
     return out
 
 
+def label_text(name: str) -> str:
+    """An intent's name as a phrase: ``"card_arrival"`` -> ``"card arrival"``, ``"alarm/set"`` -> ``"alarm set"``."""
+    return " ".join(name.replace("_", " ").replace("/", " ").split())
+
+
 @torch.no_grad()
-def logreg_draws(encoder, shots, valid, test, grid: list[float], n_draws: int, log, k: int) -> dict:
+def logreg_draws(encoder, shots, valid, test, grid: list[float], n_draws: int, log, k: int,
+                 proto_weights: tuple[float, ...] = (0.0,), label_names: bool = False, scale: float = 20.0) -> dict:
     """Logistic regression on frozen embeddings for each draw of ``shots``.
 
-    ``C`` is chosen from ``grid`` by the mean valid accuracy over the first ``n_draws`` draws
-    (the published draw, if any, does not vote); test is scored once, with that ``C``.
+    ``C`` (and, with several ``proto_weights``, the weight ``w`` of the prototypes in the
+    ensemble ``(1 - w) * p_logistic + w * softmax(scale * cos(x, prototype))``) is chosen by the
+    mean valid accuracy over the first ``n_draws`` draws (the published draw, if any, does not
+    vote); test is scored once, with that choice. ``label_names`` adds each intent's name
+    (:func:`label_text`) as one more example of it, in the regression and in the prototype: a
+    lever that uses the label names, reported as such.
     """
     from sklearn.linear_model import LogisticRegression
 
     if not grid or any(c <= 0 for c in grid):
         raise ValueError(f"--C needs positive values, got {grid}")
+    if not proto_weights or any(not 0 <= w <= 1 for w in proto_weights):
+        raise ValueError(f"--proto-weight needs values in [0, 1], got {list(proto_weights)}")
     emb = lambda texts: encoder.encode(texts, cache=True).float().cpu().numpy()  # noqa: E731
     v_emb, t_emb = emb(valid.texts), emb(test.texts)
     v_y, t_y = np.asarray(valid.labels), np.asarray(test.labels)
-    fitted = []  # per draw: {C: model}
+
+    def probs(model, protos, x, w):
+        p = model.predict_proba(x)
+        if w > 0:
+            sim = torch.from_numpy(x) @ torch.nn.functional.normalize(torch.from_numpy(protos), dim=1).T
+            p = (1 - w) * p + w * torch.softmax(scale * sim, dim=1).numpy()
+        return model.classes_[p.argmax(1)]
+
+    fitted = []  # per draw: ({C: model}, prototypes in the models' class order)
     for s_texts, s_labels in shots:
         x, y = emb(s_texts), np.asarray(s_labels)
-        fitted.append({c: LogisticRegression(C=c, max_iter=5000).fit(x, y) for c in grid})
-    sweep = {str(c): float(np.mean([100.0 * (m[c].predict(v_emb) == v_y).mean() for m in fitted[:n_draws]]))
-             for c in grid}
-    best = max(grid, key=lambda c: sweep[str(c)])
-    accs = [100.0 * float((m[best].predict(t_emb) == t_y).mean()) for m in fitted]
-    log(f"logreg {k}-shot: valid sweep {sweep}, C = {best}; test " + ", ".join(f"{a:.2f}" for a in accs))
-    return {**draw_summary(accs, n_draws), "C": best, "valid_sweep": sweep}
+        if label_names:
+            names = sorted(set(s_labels))
+            x, y = np.concatenate([x, emb([label_text(n) for n in names])]), np.concatenate([y, names])
+        models = {c: LogisticRegression(C=c, max_iter=5000).fit(x, y) for c in grid}
+        classes = next(iter(models.values())).classes_
+        protos = np.stack([x[y == c].mean(0) for c in classes])
+        fitted.append((models, protos))
+    options = [(c, w) for c in grid for w in proto_weights]
+    key = (lambda c, w: str(c)) if len(proto_weights) == 1 else (lambda c, w: f"C={c},w={w}")  # noqa: E731
+    sweep = {key(c, w): float(np.mean([100.0 * (probs(m[c], pr, v_emb, w) == v_y).mean()
+                                       for m, pr in fitted[:n_draws]])) for c, w in options}
+    best_c, best_w = max(options, key=lambda o: sweep[key(*o)])
+    accs = [100.0 * float((probs(m[best_c], pr, t_emb, best_w) == t_y).mean()) for m, pr in fitted]
+    log(f"logreg {k}-shot: valid sweep {sweep}, C = {best_c}, w = {best_w}; test "
+        + ", ".join(f"{a:.2f}" for a in accs))
+    out = {**draw_summary(accs, n_draws), "C": best_c, "valid_sweep": sweep}
+    if len(proto_weights) > 1 or proto_weights[0] > 0:
+        out["proto_weight"] = best_w
+    if label_names:
+        out["uses_label_names"] = True
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -146,6 +180,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="official dataset files, or the DNNC/CPFT splits with published draws "
                         "(default: official for banking77/clinc150, fewshot otherwise)")
     p.add_argument("--algo", default="protonet", choices=["frozen", "logreg", "protonet"])
+    p.add_argument("--proto-weight", type=float, nargs="+", default=[0.0],
+                   help="--algo logreg: weights of the prototypes in a logistic + prototype ensemble, "
+                        "chosen on valid with C (default 0: logistic regression alone)")
+    p.add_argument("--label-names", action="store_true",
+                   help="--algo logreg: add each intent's name as one more example of it (uses label names)")
     p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
                    help="--splits fewshot: also score the published train_K draw (default on)")
     p.add_argument("--C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0, 1000.0],
@@ -243,7 +282,8 @@ def run(args: argparse.Namespace) -> int:
         if args.published and k in official.published:
             shots.append((official.published[k].texts, official.published[k].labels))
         if args.algo == "logreg":
-            results[f"{k}shot"] = logreg_draws(base, shots, official.valid, test, args.C, args.draws, log, k)
+            results[f"{k}shot"] = logreg_draws(base, shots, official.valid, test, args.C, args.draws, log, k,
+                                               tuple(args.proto_weight), args.label_names, args.scale)
             continue
         for d, (shot_texts, shot_labels) in enumerate(shots):
             if args.algo == "frozen":

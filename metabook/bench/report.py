@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 NAMES = {"banking77": "BANKING77", "hwu64": "HWU64", "clinc150": "CLINC150"}
 #: Where the full-way anchors were read: the leaderboard of the repository that publishes the
@@ -52,6 +54,8 @@ UNVERIFIED = {
 }
 HEADS = ("maml", "fomaml", "anil", "metasgd", "reptile")
 EPISODIC_VARIANTS = {"protonet-indomain": "ProtoNet on the split's train intents only",
+                     "protonet-xdata-strict": "ProtoNet on the other two datasets with every intent that overlaps "
+                                              "the target removed (`overlap/`), no target intents",
                      "protonet-xdata": "ProtoNet on the other two datasets only (`pretrain`), no target intents"}
 FULLWAY_VARIANTS = {"protonet-xdata": "meta-trained on the other datasets only, no shot training",
                     "protonet-smlmt": "SMLMT on the unlabeled train sentences, then shot fine-tuning"}
@@ -87,6 +91,16 @@ def paired_splits(a: dict | None, b: dict | None) -> tuple[float, float] | None:
         return None
     diffs = [x - y for x, y in zip(a["split_means"], b["split_means"])]
     return t_interval(diffs) if len(diffs) > 1 else None
+
+
+def paired_draws(a: dict | None, b: dict | None, k: int) -> tuple[float, float] | None:
+    """``a - b`` at ``k`` shots over the same draws: mean difference and its t-interval."""
+    from metabook.bench.stats import t_interval
+
+    sa, sb = (None if r is None else r["results"].get(f"{k}shot") for r in (a, b))
+    if sa is None or sb is None or len(sa["draws"]) != len(sb["draws"]) or len(sa["draws"]) < 2:
+        return None
+    return t_interval(np.subtract(sa["draws"], sb["draws"]))
 
 
 def _pm(s: dict | None) -> str:
@@ -167,14 +181,18 @@ def episodic_section(results: Path) -> list[str]:
             out.append(f"| | | | | {_settings_line(mt)} | |")
     out += ["", "No episodic anchor is shown as a target, because none could be verified from a source: "
             + "; ".join(f"{k}: {v}" for k, v in UNVERIFIED.items()) + ".", ""]
-    cross = [(d, v, r) for d in NAMES for v in ("protonet-xdata", "protonet")
+    cross = [(d, v, r) for d in NAMES for v in ("protonet-xdata-strict", "protonet-xdata", "protonet")
              if (r := _load(results, f"episodic_{d}_{v}.json")) is not None]
     if cross:
         out += ["**Cross-dataset setting** (a separate, labelled setting, not the headline): MiniLM first "
                 "meta-trained on the *labelled* intents of the other two datasets. Those intents overlap "
                 "the target's test intents (CLINC150's banking and credit-card domains for BANKING77; most "
-                "HWU64 test intents have a CLINC150 counterpart), and the overlap was **not** removed in "
-                "these runs, so they are not comparable with the strict rows:", "",
+                "HWU64 test intents have a CLINC150 counterpart). The first row of a dataset, where present, "
+                "removes them first: `python -m metabook.bench overlap` lists the other datasets' intents "
+                "whose domain a rule names (CLINC150's banking and credit-card domains for BANKING77) or "
+                "whose centroid of frozen MiniLM embeddings has a cosine of at least 0.7 with some target "
+                "intent (`benchmarks/results/overlap/`). In the other rows the overlap was **not** removed, "
+                "so they are not comparable with the strict rows:", "",
                 "| dataset | variant | 1-shot | 5-shot | Δ vs frozen, 1-shot | Δ vs frozen, 5-shot |",
                 "|---|---|---:|---:|---:|---:|"]
         for d, v, r in cross:
@@ -228,6 +246,10 @@ def anchors_table() -> list[str]:
 FEWSHOT_ALGOS = {"frozen": "frozen prototypes", "logreg": "frozen + logistic regression",
                  "protonet": "meta-trained on the shots"}
 _SHORT = {"frozen": "prototypes", "logreg": "logistic", "protonet": "meta-trained"}
+#: Levers on the DNNC/CPFT splits, each its own row (``fullway_<data>_<lever>.json``).
+FEWSHOT_LEVERS = {"logreg-ensemble": "logistic regression + prototypes, the weight chosen on valid",
+                  "logreg-names": "logistic regression + prototypes, **uses label names** (each intent's "
+                                  "name as one more example)"}
 
 
 def fewshot_results(results: Path) -> dict[str, dict[str, dict]]:
@@ -272,6 +294,16 @@ def fullway_section(results: Path) -> list[str]:
            "`valid` (`python -m metabook.bench fullway --splits fewshot`). The goal is CPFT, met when "
            "the interval clears it:", ""]
     out += fewshot_table(results)
+    levers = [(d, v, r) for d in NAMES for v in FEWSHOT_LEVERS
+              if (r := _load(results / "fewshot_intent", f"fullway_{d}_{v}.json")) is not None]
+    if levers:
+        out += ["", "Levers on the same splits and draws, each its own row (frozen MiniLM; Δ is the lever minus "
+                "logistic regression alone, paired over the 5 draws):", "",
+                "| dataset | lever | 5-shot | 10-shot | Δ 5-shot | Δ 10-shot |", "|---|---|---:|---:|---:|---:|"]
+        for d, v, r in levers:
+            base = _load(results / "fewshot_intent", f"fullway_{d}_logreg.json")
+            deltas = [_delta(paired_draws(r, base, k)) for k in (5, 10)]
+            out.append(f"| {NAMES[d]} | {FEWSHOT_LEVERS[v]} | {_fw(r, 5)} | {_fw(r, 10)} | {deltas[0]} | {deltas[1]} |")
     out += ["", "The published anchors, each read from its source (accuracy %, K = 5 / 10):", ""]
     out += anchors_table()
     out += ["", "Full-way on the datasets' **official files** (earlier runs: BANKING77's official train "

@@ -157,7 +157,8 @@ def _splits_note(record: dict) -> str:
 # ------------------------------------------------------------------ episodic
 _STRICT_ROWS = {"frozen": "frozen", "frozen-cl2n": "frozen + CL2N",
                 "protonet-indomain": "meta-trained on the split's train intents (strict)"}
-_CROSS_ROWS = {"protonet-xdata": "other two datasets only",
+_CROSS_ROWS = {"protonet-xdata-strict": "other two datasets, overlapping intents removed",
+               "protonet-xdata": "other two datasets only",
                "protonet": "other two datasets, then the split's train intents"}
 
 
