@@ -7,7 +7,7 @@ from metabook.tasks import Episode, EpisodeSampler, stack_episodes
 from metabook.data.sinusoid import SinusoidTasks
 from metabook.data.registry import (REGISTRY, ChecksumError, DataFormatError, DataUnavailableError,
                                     fetch)
-from metabook.data.intents import (IntentDataset, load_dataset, load_official, load_unlabeled)
+from metabook.data.intents import (IntentDataset, load_dataset, load_fewshot, load_official, load_unlabeled)
 from metabook.data.smlmt import SMLMTSampler
 from metabook.data.collate import TextCollator
 from metabook.models import mlp, sinusoid_mlp
@@ -21,7 +21,7 @@ __all__ = [
     "by_device", "default_device", "seed_everything",
     "Episode", "EpisodeSampler", "stack_episodes",
     "SinusoidTasks", "REGISTRY", "fetch", "ChecksumError", "DataFormatError", "DataUnavailableError",
-    "IntentDataset", "load_dataset", "load_official", "load_unlabeled",
+    "IntentDataset", "load_dataset", "load_official", "load_fewshot", "load_unlabeled",
     "SMLMTSampler", "TextCollator", "mlp", "sinusoid_mlp", "MiniLMEncoder", "EmbeddingCache",
     "Learner", "MAML", "ANIL", "MetaSGD", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
     "check_functional",

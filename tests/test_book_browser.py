@@ -28,32 +28,22 @@ import base64
 import functools
 import http.server
 import io
-import json
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-try:
-    import websocket  # websocket-client
-except ImportError as exc:  # pragma: no cover - a missing dependency must fail, not skip
-    raise ImportError("tests/test_book_browser.py needs `pip install websocket-client`") from exc
+import cdp  # the DevTools client shared with tests/test_jupyterlab.py
+from cdp import Tab
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
 BUILD_CMD = "scripts/build_book.sh   (or: scripts/vendor_assets.sh && jupyter-book build . -W -n --keep-going)"
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SKIP_DIRS = {"_sources", "_static", "_vendor", "_images", "_downloads"}
 SKIP_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
-VIEWPORT = (1280, 900)
+VIEWPORT = cdp.VIEWPORT
 MAX_SHOT_HEIGHT = 40000  # px; longer pages are cut
 SHOT_BAND = 4000  # px captured at a time
 
@@ -116,144 +106,14 @@ def site():
 
 # --------------------------------------------------------------------------- Chromium + CDP
 
-class CDPError(RuntimeError):
-    pass
-
-
-class Tab:
-    """A minimal Chrome DevTools protocol client for one page target."""
-
-    def __init__(self, ws_url: str, timeout: float = 30.0):
-        self.ws = websocket.create_connection(ws_url, timeout=timeout, suppress_origin=True)
-        self._id = 0
-        self.events: list[dict] = []
-
-    def close(self) -> None:
-        self.ws.close()
-
-    def _recv(self) -> dict:
-        msg = json.loads(self.ws.recv())
-        if "method" in msg:
-            self.events.append(msg)
-        return msg
-
-    def send(self, method: str, **params):
-        self._id += 1
-        mid = self._id
-        self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
-        while True:
-            msg = self._recv()
-            if msg.get("id") == mid:
-                if "error" in msg:
-                    raise CDPError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def wait_for(self, method: str, timeout: float = 30.0) -> dict:
-        seen = len(self.events)
-        for ev in self.events:
-            if ev["method"] == method:
-                return ev
-        deadline = time.monotonic() + timeout
-        self.ws.settimeout(1.0)
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    self._recv()
-                except websocket.WebSocketTimeoutException:
-                    continue
-                for ev in self.events[seen:]:
-                    if ev["method"] == method:
-                        return ev
-                seen = len(self.events)
-        finally:
-            self.ws.settimeout(30.0)
-        raise TimeoutError(f"no {method} within {timeout} s")
-
-    def pump(self, seconds: float) -> None:
-        """Collect events for a while (e.g. while an animation plays)."""
-        deadline = time.monotonic() + seconds
-        self.ws.settimeout(0.2)
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    self._recv()
-                except websocket.WebSocketTimeoutException:
-                    pass
-        finally:
-            self.ws.settimeout(30.0)
-
-    def js(self, expression: str, timeout_ms: int = 30000):
-        res = self.send("Runtime.evaluate", expression=expression, returnByValue=True,
-                        awaitPromise=True, timeout=timeout_ms)
-        if "exceptionDetails" in res:
-            details = res["exceptionDetails"]
-            text = details.get("exception", {}).get("description") or details.get("text")
-            raise CDPError(f"JS error in test script: {text}")
-        return res["result"].get("value")
-
-    def click(self, selector_js: str) -> None:
-        """Scroll an element into view and click its centre with real mouse events."""
-        box = self.js(f"""(() => {{
-            const el = {selector_js};
-            el.scrollIntoView({{block: 'center', inline: 'center'}});
-            const r = el.getBoundingClientRect();
-            return [r.left + r.width / 2, r.top + r.height / 2];
-        }})()""")
-        x, y = box
-        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left",
-                      clickCount=1)
-
-
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium "
-                    "(or set $CHROMIUM)", pytrace=False)
-    profile = tempfile.mkdtemp(prefix="metabook-chromium-")
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-            "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
-            f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
-            f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    port_file = Path(profile) / "DevToolsActivePort"
-    deadline = time.monotonic() + 60
-    while not port_file.exists() or not port_file.read_text().strip():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else ""
-            proc.kill()
-            pytest.fail(f"Chromium did not start: {err[-2000:]}", pytrace=False)
-        time.sleep(0.1)
-    port = int(port_file.read_text().split()[0])
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(profile, ignore_errors=True)
+    """Headless Chromium (``tests/cdp.py``), one per module; yields the DevTools endpoint."""
+    with cdp.chromium() as devtools:
+        yield devtools
 
 
-def _open_tab(devtools: str) -> Tab:
-    req = urllib.request.Request(f"{devtools}/json/new?about:blank", method="PUT")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        target = json.load(r)
-    tab = Tab(target["webSocketDebuggerUrl"])
-    tab.target_id = target["id"]
-    return tab
-
-
-def _close_tab(devtools: str, tab: Tab) -> None:
-    tab.close()
-    try:
-        urllib.request.urlopen(f"{devtools}/json/close/{tab.target_id}", timeout=10).read()
-    except OSError:
-        pass
+_open_tab, _close_tab = cdp.open_tab, cdp.close_tab
 
 
 # --------------------------------------------------------------------------- checks

@@ -38,8 +38,8 @@ NAMES: dict[str, str] = report.NAMES
 HEADS: tuple[str, ...] = report.HEADS
 #: The shots per intent of the full-way protocol, in the order of :data:`PUBLISHED`'s pairs.
 FULLWAY_SHOTS: tuple[int, int] = (5, 10)
-#: Published full-way accuracy (%) at K = 5 and 10 on the DNNC/CPFT splits: per method its
-#: ``cite`` key, ``year``, ``encoder`` (as the source states it), ``source`` and ``accuracy``.
+#: Published full-way accuracy in percent at K = 5 and 10 on the DNNC/CPFT splits; per method
+#: its ``cite`` key, ``year``, ``encoder`` (as the source states it), ``source`` and ``accuracy``.
 PUBLISHED: dict[str, dict[str, Any]] = report.PUBLISHED
 #: Episodic anchors that could not be verified from a source, with the reason; none is a target.
 UNVERIFIED: dict[str, str] = report.UNVERIFIED
@@ -158,8 +158,8 @@ def _splits_note(record: dict) -> str:
 _STRICT_ROWS = {"frozen": "frozen", "frozen-cl2n": "frozen + CL2N",
                 "protonet-indomain": "meta-trained on the split's train intents (strict)"}
 _CROSS_ROWS = {"protonet-xdata-strict": "other two datasets, overlapping intents removed",
-               "protonet-xdata": "other two datasets only",
-               "protonet": "other two datasets, then the split's train intents"}
+               "protonet-xdata": "other two datasets only, overlap kept",
+               "protonet": "other two datasets (overlap kept), then the split's train intents"}
 
 
 def _label(record: dict, label: str) -> str:
