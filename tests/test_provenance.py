@@ -97,3 +97,18 @@ def test_each_legacy_file_has_its_rerun():
 def test_a_command_with_a_wrong_option_does_not_parse():
     with pytest.raises((argparse.ArgumentError, SystemExit)):
         _parse("python -m metabook.bench episodic --data banking77 --no-such-flag 3")
+
+
+def test_fewshot_learning_rates_were_chosen_on_valid():
+    """Each committed meta-trained full-way run on the DNNC/CPFT splits uses the learning rate
+    that did best on ``valid`` in the committed sweep of its dataset."""
+    from metabook.bench.report import lr_sweeps
+
+    sweeps = lr_sweeps(RESULTS)
+    for path in sorted((RESULTS / "fewshot_intent").glob("fullway_*_protonet.json")):
+        data = path.name.split("_")[1]
+        assert data in sweeps, f"{path.name}: no learning-rate sweep on valid is committed"
+        lr = json.loads(path.read_text())["settings"]["lr"]
+        assert lr == max(sweeps[data], key=sweeps[data].get), f"{path.name}: lr {lr} is not the best on valid"
+    for data, by_lr in sweeps.items():
+        assert len(by_lr) >= 3, f"{data}: a sweep needs at least 3 learning rates"

@@ -214,7 +214,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-shot", type=int, default=5)
     p.add_argument("--train-query", type=int, default=5)
     p.add_argument("--freeze-layers", type=int, default=None)
-    p.add_argument("--lr", type=float, default=5e-5, help="chosen on CLINC150's valid split")
+    p.add_argument("--lr", type=float, default=5e-5,
+                   help="learning rate of meta-training and shot fine-tuning (the committed --splits fewshot runs "
+                        "choose it on valid: benchmarks/results/fewshot_intent/sweep/)")
     p.add_argument("--scale", type=float, default=20.0)
     p.add_argument("--max-length", type=int, default=128, help="tokens per sentence during meta-training")
     p.add_argument("--out", default=None)

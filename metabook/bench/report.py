@@ -271,6 +271,18 @@ def fewshot_goal(records: dict[str, dict], d: str, k: int) -> tuple[str, float, 
     return best, m - CPFT[d][(5, 10).index(k)], h
 
 
+def lr_sweeps(results: Path) -> dict[str, dict[float, float]]:
+    """``{data: {lr: mean valid accuracy over K}}`` from ``fewshot_intent/sweep/`` (shot fine-tuning)."""
+    out: dict[str, dict[float, float]] = {}
+    for path in sorted((results / "fewshot_intent" / "sweep").glob("fullway_*_protonet_lr*_valid.json")):
+        r = json.loads(path.read_text())
+        if r.get("eval_split") != "valid":
+            raise ValueError(f"{path.name} is not scored on valid")
+        name = path.name.split("_")[1]
+        out.setdefault(name, {})[r["settings"]["lr"]] = float(np.mean([v["mean"] for v in r["results"].values()]))
+    return out
+
+
 def fewshot_table(results: Path) -> list[str]:
     """The full-way table on the DNNC/CPFT splits: every committed method, CPFT, and the goal."""
     found = fewshot_results(results)
@@ -296,6 +308,12 @@ def fullway_section(results: Path) -> list[str]:
            "`valid` (`python -m metabook.bench fullway --splits fewshot`). The goal is CPFT, met when "
            "the interval clears it:", ""]
     out += fewshot_table(results)
+    sweeps = lr_sweeps(results)
+    if sweeps:
+        out += ["", "The meta-trained column fine-tunes MiniLM on the shots with full-way ProtoNet; its learning rate "
+                "was chosen per dataset on `valid` (one draw, K = 5 and 10; `fewshot_intent/sweep/`): "
+                + "; ".join(f"{NAMES[d]} " + ", ".join(f"{lr:g}: {a:.2f}" for lr, a in sorted(v.items()))
+                            for d, v in sweeps.items()) + "."]
     levers = [(d, v, r) for d in NAMES for v in FEWSHOT_LEVERS
               if (r := _load(results / "fewshot_intent", f"fullway_{d}_{v}.json")) is not None]
     if levers:
