@@ -112,3 +112,26 @@ def test_fewshot_learning_rates_were_chosen_on_valid():
         assert lr == max(sweeps[data], key=sweeps[data].get), f"{path.name}: lr {lr} is not the best on valid"
     for data, by_lr in sweeps.items():
         assert len(by_lr) >= 3, f"{data}: a sweep needs at least 3 learning rates"
+
+
+def test_git_sha_counts_code_changes_not_result_files(tmp_path):
+    import subprocess
+
+    from metabook.train.export import git_sha
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text("{}\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = git_sha(tmp_path)
+    assert len(sha) == 40
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text('{"new": 1}\n')  # an output
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert git_sha(tmp_path) == sha
+    (tmp_path / "code.py").write_text("x = 2\n")  # code
+    assert git_sha(tmp_path) == sha + "-dirty"

@@ -30,12 +30,17 @@ class TrainedOnError(ValueError):
 
 
 def git_sha(root: str | os.PathLike | None = None) -> str | None:
-    """The checkout's commit (with ``-dirty`` when it has uncommitted changes), or ``None``."""
+    """The checkout's commit (with ``-dirty`` when its code has uncommitted changes), or ``None``.
+
+    Changes under ``benchmarks/results/`` are outputs, not code, and do not count: a queue of
+    benchmark runs rewrites those files as it goes.
+    """
     root = Path(root) if root else Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
