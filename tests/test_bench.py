@@ -357,6 +357,10 @@ def test_rerun_compare_pairs_split_means_and_draws(tmp_path):
     assert e["diff"] == (1.0, 0.0) and e["splits"] == 3 and e["within_ci"] is False
     assert f["diff"][0] == 2.0 and f["splits"] == 2 and f["within_ci"] is False
     assert "| full-way | banking77 | protonet | 5 |" in table(rows)
+    # once the current code regenerates a file, the earlier one is kept in legacy/ and compared
+    _write(tmp_path / "legacy" / "episodic_hwu64_protonet-xdata.json", epi([79.0, 81.0, 83.0]))
+    _write(tmp_path / "episodic_hwu64_protonet-xdata.json", epi([81.0, 83.0, 85.0]))
+    assert compare(tmp_path)[0]["diff"] == (2.0, 0.0)
 
 
 def test_rerun_compare_refuses_unpaired_units(tmp_path):

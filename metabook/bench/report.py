@@ -365,9 +365,11 @@ def rerun_section(results: Path) -> list[str]:
     rows = compare(results)
     if not rows:
         return []
-    return ["Reproduced through the trainer (`metabook.train.run`): the committed episodic results above, "
-            "rerun by the current code (`benchmarks/results/rerun/`, each file with its command), on the "
-            "same test episodes; the paired difference is a t-interval over the split means:", "",
+    return ["Reproduced through the trainer (`metabook.train.run`): results that the earlier training loops of "
+            "`metabook.bench` wrote (kept in `benchmarks/results/legacy/` where the current code has since "
+            "regenerated the file), rerun through the trainer (`benchmarks/results/rerun/`, each file with its "
+            "command) on the same test episodes or draws; the paired difference is a t-interval over the split "
+            "means or draws:", "",
             table(rows), ""]
 
 

@@ -62,7 +62,7 @@ def _entry(record: dict, k: int, fullway: bool) -> dict:
 
 def table(rows: list[dict]) -> str:
     """A markdown table of :func:`compare`'s rows."""
-    out = ["| protocol | dataset | learner | K | committed | through the trainer | paired difference (t over splits or draws) | within the committed CI |",
+    out = ["| protocol | dataset | learner | K | earlier loop | through the trainer | paired difference (t over splits or draws) | within the earlier CI |",
            "|---|---|---|---|---:|---:|---:|---|"]
     for r in rows:
         out.append(f"| {r.get('protocol', 'episodic')} | {r['data']} | {r['algo']} | {r['k']} | {r['old'][0]:.2f} ± {r['old'][1]:.2f} | "

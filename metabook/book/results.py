@@ -503,12 +503,12 @@ def rerun_table(rows: list[dict]) -> str:
 
 
 def rerun_sentence(rows: list[dict]) -> str:
-    """How many reruns land within the committed 95% CI, and the largest paired difference."""
+    """How many reruns land within the earlier loop's 95% CI, and the largest paired difference."""
     if not rows:
         return "no rerun is committed yet"
     worst = max(rows, key=lambda r: abs(r["diff"][0]))
     return (f"{sum(r['within_ci'] for r in rows)} of the {len(rows)} reruns land within the "
-            f"committed result's 95% CI; the largest paired difference is "
+            f"earlier result's 95% CI; the largest paired difference is "
             f"{worst['diff'][0]:+.2f} ± {worst['diff'][1]:.2f} points ({NAMES.get(worst['data'], worst['data'])} "
             f"{worst['algo']}, {worst['k']}-shot)")
 
