@@ -145,14 +145,14 @@ def test_headlines_and_anchors_sentence(folder):
     assert "BANKING77 90.0 ± 2.0% (+4.0 ± 0.0 over frozen)" in results.episodic_headline(res)
     text = results.anchors_sentence(res)
     # BANKING77 logreg 86.0 ± 2.0 clears CPFT 80.86 at 5 shots; 88.0 ± 2.0 vs 87.20 does not
-    assert text.startswith("on the splits CPFT reports on, the best frozen-MiniLM method clears CPFT's "
+    assert text.startswith("on the splits CPFT reports on, the best MiniLM method clears CPFT's "
                            "published full-way accuracy in 1 of 4 settings")
     assert "no episodic anchor could be verified" in text
     goals = results.fewshot_goals(res)
     assert goals["banking77"][5] == ("logreg", pytest.approx(86.0 - 80.86), pytest.approx(T_HALF))
     table = results.fewshot_table(res)
-    assert "met (+5.14" in table and "missed (+0.80" in table and "missed (-6.03" in table
-    assert "77.50 / 86.50" in table  # the published draws, frozen / logistic
+    assert "met: +5.14" in table and "missed: +0.80" in table and "missed: -6.03" in table
+    assert "| BANKING77 | 5 | 77.50 | 86.50 | 80.86 |" in table  # the published draw, frozen and logistic
 
 
 def test_heads_sentence_counts_heads_below_frozen(folder):
