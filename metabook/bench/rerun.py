@@ -14,13 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from metabook.bench.stats import t_interval
+
 __all__ = ["compare", "table"]
-
-
-def _t95(df: int) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
 
 
 def compare(results: str | Path = "benchmarks/results") -> list[dict]:
@@ -44,7 +40,7 @@ def compare(results: str | Path = "benchmarks/results") -> list[dict]:
             if len(o[unit]) != len(n[unit]):
                 raise ValueError(f"{new_path.name}: {len(n[unit])} {unit} vs {len(o[unit])} committed")
             d = np.subtract(n[unit], o[unit])
-            half = _t95(len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            half = t_interval(d)[1] if len(d) > 1 else float("nan")
             variant = new_path.stem.split("_", 2)[2]  # e.g. protonet-indomain
             rows.append({"file": new_path.name, "data": new["data"], "algo": variant, "k": k,
                          "old": (o["mean"], o["ci95"]), "new": (n["mean"], n["ci95"]),
