@@ -495,3 +495,28 @@ def test_fullway_logreg_levers_are_chosen_on_valid_and_marked(shared_data, tmp_p
     assert bench_main(["fullway", "--data", str(root), "--algo", "logreg", "--proto-weight", "1.5",
                        "--no-progress", "--out", str(tmp_path / "bad.json")]) == 2
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_fullway_setfit_peer_chooses_iterations_on_valid(shared_data, tmp_path, monkeypatch):
+    """SetFit on a 4-intent cut of HWU64's real splits: one own draw plus the published one."""
+    monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
+    root = _fewshot_folder(tmp_path / "mini", shared_data, per_class=6)
+    out = tmp_path / "setfit.json"
+    assert bench_main(["fullway", "--data", str(root), "--algo", "setfit", "--setfit-iterations", "1", "2",
+                       "--k-shot", "2", "--draws", "1", "--no-progress", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    res = record["results"]["2shot"]
+    assert set(res["valid_sweep"]) == {"1", "2"} and res["valid_sweep"][str(res["iterations"])] == max(
+        res["valid_sweep"].values())
+    chosen = res["runs"][str(res["iterations"])]
+    assert [r["test"] for r in chosen] == res["draws"] + [res["published_draw"]]
+    assert all(r["pairs"] == 2 * int(it) * 8 for it, rs in res["runs"].items() for r in rs)  # 4 intents x 2 shots
+    assert res["published_draw"] > 25.0  # 4-way: above chance
+    # SetFit's default oversampling of 8 sentences: 36 unordered pairs (self-pairs included), 12 positive
+    # (4 intents x 3) and 24 negative; the positives are repeated up to 24
+    assert res["default_pairs"] == 48
+    for bad in (["--setfit-iterations", "0"], ["--setfit-iterations", "many"], ["--init", str(root)],
+                ["--draws", "0", "--no-published"]):
+        assert bench_main(["fullway", "--data", str(root), "--algo", "setfit", "--k-shot", "2", *bad,
+                           "--no-progress", "--out", str(tmp_path / "bad.json")]) == 2
+    assert not (tmp_path / "bad.json").exists()

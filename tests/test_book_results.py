@@ -250,3 +250,36 @@ def test_committed_tables_cover_every_dataset():
     rows = results.reruns(res)
     assert results.rerun_sentence(rows).startswith(f"{sum(r['within_ci'] for r in rows)} of the")
     assert results.rerun_sentence([]) == "no rerun is committed yet"
+
+
+def _setfit(pub5, pub10, chosen=5):
+    """A SetFit record as ``fullway --algo setfit --draws 0`` writes it: the published draw only."""
+    return {"benchmark": "fullway", "algo": "setfit", "splits": "fewshot", "classes": 77,
+            "results": {f"{k}shot": {"published_draw": p, "iterations": chosen,
+                                     "valid_sweep": {"1": 70.0, "5": 72.0}, "seconds_per_step": 1.0,
+                                     "default_pairs": 146300, "default_seconds_estimate": 9144.0}
+                        for k, p in ((5, pub5), (10, pub10))}}
+
+
+def test_peer_and_levers_are_shown_with_their_base(folder):
+    (folder / "fewshot_intent" / "fullway_banking77_setfit.json").write_text(json.dumps(_setfit(79.5, 84.25)))
+    (folder / "fewshot_intent" / "fullway_banking77_logreg-mpnet.json").write_text(
+        json.dumps(fullway(88.0, 91.0, "fewshot")))
+    (folder / "episodic_banking77_frozen-mpnet.json").write_text(json.dumps(episodic(88.0, 96.0)))
+    res = results.Results(folder)
+    table = results.fewshot_table(res)
+    assert "SetFit (peer, same MiniLM)" in table
+    assert "| BANKING77 | 5 | 77.50 | 86.50 | 79.50 | 80.86 |" in table  # frozen, logistic, SetFit, CPFT
+    assert "| HWU64 | 5 | 75.50 | 76.50 | — | 82.03 |" in table  # no SetFit file for HWU64
+    assert "5 iteration(s) (valid 72.00)" in table and "146,300 pairs would take about 2.5 h" in table
+    levers = results.levers_table(res)
+    # 88 - 86 on every draw: the paired difference is exact; the mean clears CPFT by 7.14 ± its t-interval
+    assert "| BANKING77 | logistic regression on a **larger encoder**" in levers
+    assert f"| MiniLM logistic | +2.00 ± 0.00 | +3.00 ± 0.00 | met (+7.14 ± {T_HALF:.2f}) / met (+3.80 ± {T_HALF:.2f}) |" in levers
+    assert "lever: frozen all-mpnet-base-v2" in results.episodic_table(res)
+    assert "(Δ +2.00\xa0±\xa00.00)" in results.episodic_table(res)  # 88 − 86 on every split
+    assert "**uses label names**" in results.levers_table(results.Results(COMMITTED))
+
+
+def test_levers_table_is_empty_without_lever_files(folder):
+    assert results.levers_table(results.Results(folder)) == ""

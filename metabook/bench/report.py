@@ -209,6 +209,19 @@ def episodic_section(results: Path) -> list[str]:
     if evals:
         out += [f"ProtoNet evaluation of 600 test episodes from cached embeddings takes at most "
                 f"{max(evals):.2f} s (sampling included).", ""]
+    levers = [(d, v, r) for d in NAMES for v in EPISODIC_LEVERS
+              if (r := _load(results, f"episodic_{d}_{v}.json")) is not None]
+    if levers:
+        out += ["Episodic levers under the same strict protocol, on the same episodes (Δ vs frozen MiniLM, paired "
+                "over the 5 splits):", "",
+                "| dataset | lever | 1-shot | 5-shot | Δ vs frozen MiniLM, 1-shot | Δ, 5-shot |",
+                "|---|---|---:|---:|---:|---:|"]
+        for d, v, r in levers:
+            fr = _load(results, f"episodic_{d}_frozen.json")
+            out.append(f"| {NAMES[d]} | {EPISODIC_LEVERS[v]} | {_pm(_shot(r, 1))} | {_pm(_shot(r, 5))} | "
+                       f"{_delta(paired_splits(_shot(r, 1), _shot(fr, 1)))} | "
+                       f"{_delta(paired_splits(_shot(r, 5), _shot(fr, 5)))} |")
+        out.append("")
     heads = [(d, a, _load(results, f"episodic_{d}_{a}.json")) for d in NAMES for a in HEADS]
     heads = [h for h in heads if h[2] is not None]
     if heads:
@@ -248,10 +261,17 @@ def anchors_table() -> list[str]:
 FEWSHOT_ALGOS = {"frozen": "frozen prototypes", "logreg": "frozen + logistic regression",
                  "protonet": "meta-trained on the shots"}
 _SHORT = {"frozen": "prototypes", "logreg": "logistic", "protonet": "meta-trained"}
-#: Levers on the DNNC/CPFT splits, each its own row (``fullway_<data>_<lever>.json``).
-FEWSHOT_LEVERS = {"logreg-ensemble": "logistic regression + prototypes, the weight chosen on valid",
-                  "logreg-names": "logistic regression + prototypes, **uses label names** (each intent's "
-                                  "name as one more example)"}
+#: Levers on the DNNC/CPFT splits, each its own row (``fullway_<data>_<lever>.json``): its label
+#: and the MiniLM method it is paired with.
+FEWSHOT_LEVERS = {"logreg-ensemble": ("logistic regression + prototypes, the weight chosen on valid", "logreg"),
+                  "logreg-names": ("logistic regression + prototypes, **uses label names** (each intent's "
+                                   "name as one more example)", "logreg"),
+                  "frozen-mpnet": ("prototypes on a **larger encoder**, all-mpnet-base-v2 (110M)", "frozen"),
+                  "logreg-mpnet": ("logistic regression on a **larger encoder**, all-mpnet-base-v2 (110M)", "logreg")}
+#: Peers scored on the published draw only (one draw: their training is the costly part).
+FEWSHOT_PEERS = {"setfit": "SetFit (peer, same MiniLM)"}
+#: Episodic levers, each paired with frozen MiniLM on the same episodes.
+EPISODIC_LEVERS = {"frozen-mpnet": "frozen all-mpnet-base-v2 (110M), a larger encoder, no training"}
 
 
 def fewshot_results(results: Path) -> dict[str, dict[str, dict]]:
@@ -303,15 +323,62 @@ def fewshot_table(results: Path, published: bool = True) -> list[str]:
 
 
 def published_draw_table(results: Path) -> list[str]:
-    """Each method's accuracy on the published ``train_5``/``train_10`` draw (one draw, no interval)."""
+    """Each method's accuracy on the published ``train_5``/``train_10`` draw (one draw, no
+    interval), the peers (:data:`FEWSHOT_PEERS`) included, then how the peers were set."""
     found = fewshot_results(results)
+    peers = {d: {p: r for p in FEWSHOT_PEERS if (r := _load(results / "fewshot_intent", f"fullway_{d}_{p}.json"))}
+             for d in found}
     algos = [a for a in FEWSHOT_ALGOS if any(a in f for f in found.values())]
-    out = ["| dataset | K | " + " | ".join(FEWSHOT_ALGOS[a] for a in algos) + " | CPFT |",
-           "|---|---|" + "---:|" * (len(algos) + 1)]
+    cols = [p for p in FEWSHOT_PEERS if any(p in v for v in peers.values())]
+    out = ["| dataset | K | " + " | ".join([FEWSHOT_ALGOS[a] for a in algos] + [FEWSHOT_PEERS[p] for p in cols])
+           + " | CPFT |", "|---|---|" + "---:|" * (len(algos) + len(cols) + 1)]
     for d, recs in found.items():
         for i, k in enumerate((5, 10)):
             out.append(f"| {NAMES[d] if i == 0 else ''} | {k} | "
-                       + " | ".join(_published_draw(recs.get(a), k) for a in algos) + f" | {CPFT[d][i]:.2f} |")
+                       + " | ".join([_published_draw(recs.get(a), k) for a in algos]
+                                    + [_published_draw(peers[d].get(p), k) for p in cols])
+                       + f" | {CPFT[d][i]:.2f} |")
+    notes = [setfit_note(d, r) for d in found if (r := peers[d].get("setfit")) is not None]
+    if notes:
+        out += ["", "SetFit: contrastive fine-tuning of the same MiniLM on pairs of the shots, then a logistic "
+                "head (`--algo setfit`); `num_iterations` (2 × iterations pairs per shot) chosen on `valid` from "
+                + ", ".join(sorted({str(v) for d in found if (r := peers[d].get("setfit"))
+                                    for k in (5, 10) for v in r["results"][f"{k}shot"]["valid_sweep"]}))
+                + ". " + " ".join(notes)]
+    return out
+
+
+def setfit_note(d: str, r: dict) -> str:
+    """What SetFit chose on ``valid`` for dataset ``d``, and what its default sampling would cost."""
+    parts = []
+    for k in (5, 10):
+        s = r["results"][f"{k}shot"]
+        hours = s["default_seconds_estimate"] / 3600
+        parts.append(f"K = {k}: {s['iterations']} iteration(s) (valid {s['valid_sweep'][str(s['iterations'])]:.2f}); "
+                     f"the default's {s['default_pairs']:,} pairs would take about {hours:.1f} h at the measured "
+                     f"{s['seconds_per_step']:.2f} s a step")
+    return f"{NAMES[d]}: " + "; ".join(parts) + "."
+
+
+def levers_table(results: Path) -> list[str]:
+    """:data:`FEWSHOT_LEVERS` that have a file: each lever's accuracy, its paired difference from
+    its MiniLM base, and its margin over CPFT; empty when none is committed."""
+    levers = [(d, v, r) for d in NAMES for v in FEWSHOT_LEVERS
+              if (r := _load(results / "fewshot_intent", f"fullway_{d}_{v}.json")) is not None]
+    if not levers:
+        return []
+    out = ["| dataset | lever | 5-shot | 10-shot | Δ vs | Δ 5-shot | Δ 10-shot | − CPFT, 5 / 10 |",
+           "|---|---|---:|---:|---|---:|---:|---|"]
+    for d, v, r in levers:
+        label, base_name = FEWSHOT_LEVERS[v]
+        base = _load(results / "fewshot_intent", f"fullway_{d}_{base_name}.json")
+        deltas = [_delta(paired_draws(r, base, k)) for k in (5, 10)]
+        gaps = []
+        for i, k in enumerate((5, 10)):
+            m, h = draw_interval(r["results"][f"{k}shot"])
+            gaps.append(f"{'met' if m - h > CPFT[d][i] else 'missed'} ({m - CPFT[d][i]:+.2f} ± {h:.2f})")
+        out.append(f"| {NAMES[d]} | {label} | {_fw(r, 5)} | {_fw(r, 10)} | MiniLM {_SHORT[base_name]} | {deltas[0]} "
+                   f"| {deltas[1]} | {' / '.join(gaps)} |")
     return out
 
 
@@ -329,22 +396,10 @@ def fullway_section(results: Path) -> list[str]:
                 "was chosen per dataset on `valid` (one draw, K = 5 and 10; `fewshot_intent/sweep/`): "
                 + "; ".join(f"{NAMES[d]} " + ", ".join(f"{lr:g}: {a:.2f}" for lr, a in sorted(v.items()))
                             for d, v in sweeps.items()) + "."]
-    levers = [(d, v, r) for d in NAMES for v in FEWSHOT_LEVERS
-              if (r := _load(results / "fewshot_intent", f"fullway_{d}_{v}.json")) is not None]
+    levers = levers_table(results)
     if levers:
-        out += ["", "Levers on the same splits and draws, each its own row (frozen MiniLM; Δ is the lever minus "
-                "logistic regression alone, paired over the 5 draws):", "",
-                "| dataset | lever | 5-shot | 10-shot | Δ 5-shot | Δ 10-shot | − CPFT, 5 / 10 |",
-                "|---|---|---:|---:|---:|---:|---|"]
-        for d, v, r in levers:
-            base = _load(results / "fewshot_intent", f"fullway_{d}_logreg.json")
-            deltas = [_delta(paired_draws(r, base, k)) for k in (5, 10)]
-            gaps = []
-            for i, k in enumerate((5, 10)):
-                m, h = draw_interval(r["results"][f"{k}shot"])
-                gaps.append(f"{'met' if m - h > CPFT[d][i] else 'missed'} ({m - CPFT[d][i]:+.2f} ± {h:.2f})")
-            out.append(f"| {NAMES[d]} | {FEWSHOT_LEVERS[v]} | {_fw(r, 5)} | {_fw(r, 10)} | {deltas[0]} | {deltas[1]} "
-                       f"| {' / '.join(gaps)} |")
+        out += ["", "Levers on the same splits and draws, each its own row (Δ is the lever minus the MiniLM method "
+                "it builds on, paired over the 5 draws):", ""] + levers
     out += ["", "The published anchors, each read from its source (accuracy %, K = 5 / 10):", ""]
     out += anchors_table()
     out += ["", "Full-way on the datasets' **official files** (earlier runs: BANKING77's official train "

@@ -160,6 +160,7 @@ _STRICT_ROWS = {"frozen": "frozen", "frozen-cl2n": "frozen + CL2N",
 _CROSS_ROWS = {"protonet-xdata-strict": "other two datasets, overlapping intents removed",
                "protonet-xdata": "other two datasets only, overlap kept",
                "protonet": "other two datasets (overlap kept), then the split's train intents"}
+_LEVER_ROWS = report.EPISODIC_LEVERS
 
 
 def _label(record: dict, label: str) -> str:
@@ -194,6 +195,11 @@ def episodic_table(res: Results) -> str:
             if r is not None:
                 cells = [f"{_cell(shot(r, k))} (Δ {pm(*paired(r, frozen, k), signed=True)})" for k in (1, 5)]
                 rows.append(("", "cross-dataset: " + _label(r, label), *cells, _splits_note(r)))
+        for algo, label in _LEVER_ROWS.items():
+            r = res.episodic(d, algo)
+            if r is not None:
+                cells = [f"{_cell(shot(r, k))} (Δ {pm(*paired(r, frozen, k), signed=True)})" for k in (1, 5)]
+                rows.append(("", "lever: " + label, *cells, _splits_note(r)))
     return markdown_table(("dataset", "MiniLM", "5-way 1-shot", "5-way 5-shot", "splits (episodes)"),
                           rows)
 
@@ -361,6 +367,15 @@ def fewshot_table(res: Results) -> str:
     return ("\n".join(report.fewshot_table(res.folder, published=False)) + "\n\nOn the published draw "
             "(`train_5` / `train_10`, the shots the anchors used; one draw, so no interval):\n\n"
             + "\n".join(report.published_draw_table(res.folder)))
+
+
+def levers_table(res: Results) -> str:
+    """The full-way levers on the DNNC/CPFT splits (label names, ensembles, a larger encoder),
+    each paired with the MiniLM method it builds on; empty when none is committed."""
+    for d in NAMES:
+        for v, (_, base) in report.FEWSHOT_LEVERS.items():
+            res.get(f"fewshot_intent/fullway_{d}_{v}.json")  # listed among the sources
+    return "\n".join(report.levers_table(res.folder))
 
 
 def fewshot_goals(res: Results) -> dict[str, dict[int, tuple[str, float, float]]]:
