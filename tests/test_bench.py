@@ -520,3 +520,16 @@ def test_fullway_setfit_peer_chooses_iterations_on_valid(shared_data, tmp_path, 
         assert bench_main(["fullway", "--data", str(root), "--algo", "setfit", "--k-shot", "2", *bad,
                            "--no-progress", "--out", str(tmp_path / "bad.json")]) == 2
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_fullway_cpft_recipe_runs_both_stages(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("METABOOK_CACHE", str(tmp_path / "cache"))
+    root = _fewshot_folder(tmp_path / "mini", shared_data, per_class=6)
+    out = tmp_path / "cpft.json"
+    assert bench_main(["fullway", "--data", str(root), "--algo", "cpft", "--cpft-steps", "2", "--shot-epochs", "1",
+                       "--k-shot", "2", "--draws", "2", "--no-progress", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    res = record["results"]["2shot"]
+    assert len(res["draws"]) == 2 and len(res["valid"]) == 3 and "published_draw" in res
+    assert all(25.0 < a <= 100.0 for a in res["draws"] + [res["published_draw"]])  # 4-way: above chance
+    assert record["cpft_pretrain"]["steps"] == 2 and len(record["cpft_pretrain"]["last_losses"]) == 2

