@@ -378,6 +378,32 @@ def levers_table(res: Results) -> str:
     return "\n".join(report.levers_table(res.folder))
 
 
+def claims_table(res: Results) -> str:
+    """Where the meta-trained column may claim a gain: above logistic regression (paired over
+    draws) and above SetFit (published draw); empty when the files are missing."""
+    return "\n".join(report.claims_table(res.folder))
+
+
+def peer_sentence(res: Results) -> str:
+    """SetFit against logistic regression on the published draw, cell by cell, as one sentence."""
+    cells, above = [], 0
+    for d, name in NAMES.items():
+        peer, logreg = (res.get(f"fewshot_intent/fullway_{d}_{a}.json") for a in ("setfit", "logreg"))
+        if peer is None or logreg is None:
+            continue
+        for k in FULLWAY_SHOTS:
+            a = peer["results"][f"{k}shot"]["published_draw"]
+            b = logreg["results"][f"{k}shot"]["published_draw"]
+            above += a > b
+            cells.append(f"{name} {k}-shot {a:.2f} against {b:.2f}")
+    if not cells:
+        return "no SetFit run is committed yet"
+    verdict = ("above logistic regression in every cell" if above == len(cells) else
+               "below logistic regression in every cell" if above == 0 else
+               f"above logistic regression in {above} of {len(cells)} cells")
+    return f"SetFit scored {verdict} on the published draw ({'; '.join(cells)})"
+
+
 def fewshot_goals(res: Results) -> dict[str, dict[int, tuple[str, float, float]]]:
     """``{data: {K: (best method, its mean − CPFT, t half-width)}}`` on the DNNC/CPFT splits."""
     return {d: {k: report.fewshot_goal(recs, d, k) for k in FULLWAY_SHOTS}
