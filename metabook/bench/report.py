@@ -375,12 +375,15 @@ def claims_table(results: Path) -> list[str]:
 def setfit_note(d: str, r: dict) -> str:
     """What SetFit chose on ``valid`` for dataset ``d``, and what its default sampling would cost."""
     parts = []
+    hw = r.get("hardware", {})
+    where = (f"{hw['torch_threads']} CPU thread{'s' if hw['torch_threads'] > 1 else ''}"
+             if hw.get("device") == "cpu" and hw.get("torch_threads") else hw.get("device", "this machine"))
     for k in (5, 10):
         s = r["results"][f"{k}shot"]
         hours = s["default_seconds_estimate"] / 3600
         parts.append(f"K = {k}: {s['iterations']} iteration(s) (valid {s['valid_sweep'][str(s['iterations'])]:.2f}); "
                      f"the default's {s['default_pairs']:,} pairs would take about {hours:.1f} h at the measured "
-                     f"{s['seconds_per_step']:.2f} s a step")
+                     f"{s['seconds_per_step']:.2f} s a step on {where}")
     return f"{NAMES[d]}: " + "; ".join(parts) + "."
 
 
@@ -413,7 +416,9 @@ def fullway_section(results: Path) -> list[str]:
            "is scored beside them. MiniLM has 23M parameters; logistic regression chooses its C on "
            "`valid` (`python -m metabook.bench fullway --splits fewshot`). The goal is CPFT, met when "
            "the interval clears it:", ""]
-    out += fewshot_table(results)
+    out += fewshot_table(results, published=False)
+    out += ["", "On the published draw (`train_5` / `train_10`, the shots the anchors used; one draw, so no interval), "
+            "with the peer:", ""] + published_draw_table(results)
     sweeps = lr_sweeps(results)
     if sweeps:
         out += ["", "The meta-trained column fine-tunes MiniLM on the shots with full-way ProtoNet; its learning rate "
