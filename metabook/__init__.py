@@ -9,11 +9,12 @@ from metabook.data.registry import (REGISTRY, ChecksumError, DataFormatError, Da
                                     fetch)
 from metabook.data.intents import (IntentDataset, load_dataset, load_fewshot, load_official, load_unlabeled)
 from metabook.data.smlmt import SMLMTSampler
+from metabook.data.smlmt_stream import StreamingSMLMTSampler, iter_texts
 from metabook.data.collate import TextCollator
 from metabook.models import mlp, sinusoid_mlp
 from metabook.encoders import EmbeddingCache, MiniLMEncoder
-from metabook.algorithms import (ANIL, MAML, InContextLearner, Learner, MetaSGD, ProtoNet, Reptile,
-                                 check_functional, prototypes)
+from metabook.algorithms import (ANIL, MAML, InContextLearner, Learner, Leopard, MetaSGD, ProtoNet,
+                                 Reptile, check_functional, prototypes)
 from metabook.train import TrainConfig, evaluate, mean_ci, meta_train
 
 __version__ = "0.1.0"
@@ -22,8 +23,9 @@ __all__ = [
     "Episode", "EpisodeSampler", "stack_episodes",
     "SinusoidTasks", "REGISTRY", "fetch", "ChecksumError", "DataFormatError", "DataUnavailableError",
     "IntentDataset", "load_dataset", "load_official", "load_fewshot", "load_unlabeled",
-    "SMLMTSampler", "TextCollator", "mlp", "sinusoid_mlp", "MiniLMEncoder", "EmbeddingCache",
-    "Learner", "MAML", "ANIL", "MetaSGD", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
+    "SMLMTSampler", "StreamingSMLMTSampler", "iter_texts", "TextCollator", "mlp", "sinusoid_mlp",
+    "MiniLMEncoder", "EmbeddingCache",
+    "Learner", "MAML", "ANIL", "MetaSGD", "Leopard", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
     "check_functional",
     "mean_ci", "evaluate", "meta_train", "TrainConfig",
 ]

@@ -1,4 +1,4 @@
-"""The learner protocol: one contract over all seven learners, tensors and mappings alike.
+"""The learner protocol: one contract over all eight learners, tensors and mappings alike.
 
 Each learner is built twice: on embeddings (a tensor ``(B, M, D)``) and on token
 mappings (``input_ids``/``attention_mask``, ``(B, M, L)``) through a tiny randomly
@@ -14,13 +14,13 @@ from torch import nn
 from torch.func import functional_call
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from metabook import (ANIL, MAML, InContextLearner, Learner, MetaSGD, ProtoNet, Reptile, evaluate, mlp,
+from metabook import (ANIL, MAML, InContextLearner, Learner, Leopard, MetaSGD, ProtoNet, Reptile, evaluate, mlp,
                       stack_episodes)
 from metabook.bert import SentenceEncoder, TextClassifier, split_top, tiny_bert
 from metabook.tasks import Episode
 
 B, N, K, Q, D, L, VOCAB = 3, 3, 2, 2, 8, 6, 50
-NAMES = ["protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "icl"]
+NAMES = ["protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "icl", "leopard"]
 
 
 class HFHead(nn.Module):
@@ -42,6 +42,8 @@ def make(name: str, kind: str) -> Learner:
             return ProtoNet(mlp([D, 16, 8]))
         if name == "icl":
             return InContextLearner(D, max_way=N, d_model=16, n_heads=2, n_layers=1)
+        if name == "leopard":
+            return Leopard(mlp([D, 16, 8]), 8, **kw)
         net = mlp([D, 16, N])
         return {"maml": lambda: MAML(net, **kw), "fomaml": lambda: MAML(net, first_order=True, **kw),
                 "anil": lambda: ANIL(net, **kw), "metasgd": lambda: MetaSGD(net, **kw),
@@ -58,6 +60,8 @@ def make(name: str, kind: str) -> Learner:
     if name == "reptile":
         return Reptile(TextClassifier(bert, N, zero_head=False), **kw)
     body, model = split_top(bert, N, 1, zero_head=False)
+    if name == "leopard":  # the top layer adapts; the softmax is generated, split_top's head is unused
+        return Leopard(model.encoder, body=body, **kw)
     if name == "maml":
         model = HFHead(model)  # ModelOutput.logits reaches the loss
     cls = MetaSGD if name == "metasgd" else MAML

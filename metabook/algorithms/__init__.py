@@ -1,11 +1,12 @@
 """Meta-learning algorithms: metric (ProtoNet), optimization (MAML, FOMAML, ANIL,
-Reptile, Meta-SGD) and model-based (InContextLearner)."""
+Reptile, Meta-SGD, LEOPARD) and model-based (InContextLearner)."""
 from metabook.algorithms.base import Inputs, Learner, check_episode
+from metabook.algorithms.leopard import Leopard
 from metabook.algorithms.maml import ANIL, MAML, check_functional
 from metabook.algorithms.metasgd import MetaSGD
 from metabook.algorithms.model_based import InContextLearner
 from metabook.algorithms.protonet import ProtoNet, prototypes
 from metabook.algorithms.reptile import Reptile
 
-__all__ = ["Learner", "Inputs", "check_episode", "MAML", "ANIL", "MetaSGD", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
+__all__ = ["Learner", "Inputs", "check_episode", "MAML", "ANIL", "MetaSGD", "Leopard", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
            "check_functional"]

@@ -1,10 +1,10 @@
 """The learner protocol that every meta-learner implements, and its input checks.
 
 A *learner* wraps a model and turns a meta-batch of episodes into something the
-one trainer (:mod:`metabook.train`) can optimise.  All seven learners
+one trainer (:mod:`metabook.train`) can optimise.  All eight learners
 (:class:`~metabook.ProtoNet`, :class:`~metabook.MAML` with FOMAML, :class:`~metabook.ANIL`,
-:class:`~metabook.MetaSGD`, :class:`~metabook.Reptile`, :class:`~metabook.InContextLearner`)
-subclass :class:`Learner` and provide:
+:class:`~metabook.MetaSGD`, :class:`~metabook.Leopard`, :class:`~metabook.Reptile`,
+:class:`~metabook.InContextLearner`) subclass :class:`Learner` and provide:
 
 * ``task_losses(support_x, support_y, query_x, query_y) -> (B,)`` -- the outer
   objective of each task, differentiable w.r.t. the learner's parameters.  Its

@@ -1,5 +1,5 @@
 """Data: the dataset registry (pinned, verified downloads), intent datasets, sinusoid tasks,
-and the text collator."""
+SMLMT streamed from large corpora, and the text collator."""
 from metabook.data.registry import (
     DEFAULT_BASE_URL, REGISTRY, ChecksumError, DataError, DataFile, DataFormatError,
     DataUnavailableError, default_cache_dir, fetch, fetch_all,
@@ -9,6 +9,7 @@ from metabook.data.intents import (
     load_fewshot, load_official, load_unlabeled,
 )
 from metabook.data.sinusoid import SinusoidTasks
+from metabook.data.smlmt_stream import StreamingSMLMTSampler, iter_texts
 from metabook.data.collate import TextCollator
 
 __all__ = [
@@ -16,5 +17,5 @@ __all__ = [
     "DataError", "DataUnavailableError", "ChecksumError", "DataFormatError",
     "DATASETS", "IntentDataset", "ClassSplit", "LabeledTexts", "OfficialSplits",
     "load_dataset", "load_official", "load_fewshot", "load_unlabeled",
-    "SinusoidTasks", "TextCollator",
+    "SinusoidTasks", "StreamingSMLMTSampler", "iter_texts", "TextCollator",
 ]

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook.algorithms import ANIL, MAML, InContextLearner, Learner, MetaSGD, ProtoNet, Reptile
+from metabook.algorithms import ANIL, MAML, InContextLearner, Learner, Leopard, MetaSGD, ProtoNet, Reptile
 from metabook.device import by_device
 from metabook.models import sinusoid_mlp
 
 __all__ = ["TrainConfig", "ALGORITHMS", "TASKS", "parse_args", "load_yaml", "build", "Built", "build_learner",
            "build_optimizer", "build_source"]
 
-ALGORITHMS = ("protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "icl")
+ALGORITHMS = ("protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "icl", "leopard")
 TASKS = ("sinusoid", "intents", "smlmt", "mixture", "custom")
 #: Config keys that define the model; resuming with different values is refused.
 MODEL_KEYS = ("task", "algorithm", "hidden", "dtype", "encoder", "n_way", "adapt", "freeze_layers")
@@ -34,10 +34,14 @@ _HELP = {
     "data": "intents: banking77 | clinc150 | hwu64 | a ProtAugment-layout folder",
     "split": "intents: the class split (train classes train, valid classes select; test never seen)",
     "corpus": "smlmt/mixture: unlabeled UTF-8 text, one sentence a line (or banking77|clinc150|hwu64|wiki)",
+    "stream": "smlmt/mixture: stream --corpus in buffers of --buffer-size lines, each rank reading only its "
+              "lines (line i: rank i mod world size); automatic for files over 256 MiB",
+    "buffer_size": "with --stream: sentences held in memory at once (the SMLMT word index is built over them)",
     "mixture_p": "mixture: probability that a task is an intents task (else SMLMT)",
     "encoder": "text tasks: minilm | tiny (random small BERT) | a local Hugging Face folder | a hub id",
     "n_way": "text tasks: classes per episode",
-    "adapt": "MAML family on text: what the inner loop adapts: all | head | topK (top K layers + head) | lora",
+    "adapt": "MAML family and leopard on text: what the inner loop adapts: all | head | topK (top K layers + "
+             "head) | lora (not leopard); leopard's head is its generated softmax",
     "freeze_layers": "text tasks: embeddings + bottom N layers get no outer update (0 = none)",
     "max_length": "text tasks: tokens per sentence (longer ones are truncated)",
     "scale": "text tasks: cosine logit scale (ProtoNet) / embedding scale before the head",
@@ -47,7 +51,8 @@ _HELP = {
     "steps": "total outer steps (a resumed run continues up to this number)",
     "meta_batch": "GLOBAL meta-batch: tasks per step summed over all ranks",
     "k_shot": "support points per task", "n_query": "query points per task",
-    "inner_lr": "inner-loop step size (alpha; Meta-SGD's initial value; default 0.01, 0.5 on text)",
+    "inner_lr": "inner-loop step size (alpha; the initial value of Meta-SGD's and LEOPARD's learned rates; "
+                "default 0.01, 0.5 on text)",
     "inner_steps": "inner-loop gradient steps",
     "meta_lr": "outer learning rate (default 1e-3 for adam, 3e-5 for adamw; 0.1 = Reptile's epsilon for sgd)",
     "optimizer": "outer optimizer: adam, adamw or sgd (default adam; adamw on text; sgd for reptile)",
@@ -79,6 +84,8 @@ class TrainConfig:
     data: str | None = None
     split: str = "01"
     corpus: str | None = None
+    stream: bool = False
+    buffer_size: int = 20_000
     mixture_p: float = 0.5
     encoder: str = "minilm"
     n_way: int = 5
@@ -161,14 +168,16 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("meta_batch", "k_shot", "n_query", "hidden", "log_every", "max_skips", "n_way",
-                     "max_length", "val_episodes", "task_chunk", "val_shot"):
+                     "max_length", "val_episodes", "task_chunk", "val_shot", "buffer_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.adapt in ("all", "head", "lora") or (self.adapt.startswith("top") and self.adapt[3:].isdigit())):
             raise ValueError(f"adapt must be all, head, lora or topK (e.g. top2), got {self.adapt!r}")
-        if self.task == "sinusoid" and self.algorithm in ("protonet", "icl"):
+        if self.task == "sinusoid" and self.algorithm in ("protonet", "icl", "leopard"):
             raise ValueError(f"--algorithm {self.algorithm} classifies; the sinusoid task is regression "
                              "(use --task intents, smlmt or mixture)")
+        if self.algorithm == "leopard" and self.adapt == "lora":
+            raise ValueError("--algorithm leopard adapts the top layers (--adapt all, head or topK), not lora")
         if self.algorithm == "reptile" and self.inner_steps < 1:
             raise ValueError("reptile needs inner_steps >= 1")
         if self.precision == "bf16" and self.dtype == "float64":
@@ -301,6 +310,14 @@ def _text_learner(cfg: TrainConfig, bert: nn.Module) -> Learner:
         return InContextLearner(bert.config.hidden_size, max_way=cfg.n_way, encoder=SentenceEncoder(bert),
                                 task_chunk=chunk)
     kw = dict(inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, task_chunk=chunk)
+    if cfg.algorithm == "leopard":  # the top layers adapt; split_top's linear head is replaced by a generated one
+        top = 0 if cfg.adapt == "head" else (None if cfg.adapt == "all" else int(cfg.adapt[3:]))
+        body, model = split_top(bert, cfg.n_way, top, scale=cfg.scale)
+        d = bert.config.hidden_size
+        generator = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, d + 1))
+        nn.init.zeros_(generator[2].weight)  # starts at a zero softmax, like the other learners' zero head
+        nn.init.zeros_(generator[2].bias)
+        return Leopard(model.encoder, d, generator=generator, body=body, **kw)
     if cfg.algorithm == "reptile":
         return Reptile(TextClassifier(bert, cfg.n_way, scale=cfg.scale), outer_lr=1.0, **kw)
     first_order = cfg.algorithm == "fomaml"
@@ -347,9 +364,13 @@ def build_learner(cfg: TrainConfig) -> Learner:
     return build(cfg).learner
 
 
-def build_source(cfg: TrainConfig):
+def build_source(cfg: TrainConfig, rank: int | None = None, world_size: int | None = None):
     """The task source of ``cfg`` (:mod:`metabook.train.sources`); validates ``--data``,
-    ``--split`` and ``--corpus`` and raises ``ValueError`` with one line."""
+    ``--split`` and ``--corpus`` and raises ``ValueError`` with one line.
+
+    ``rank``/``world_size`` (default: the active process group's, else 0 and 1) pick the
+    corpus shard of a streamed SMLMT source (``--stream``, or a file over
+    :data:`~metabook.train.sources.STREAM_BYTES`); the other sources ignore them."""
     from metabook.data.intents import load_unlabeled
     from metabook.train import sources
 
@@ -369,9 +390,18 @@ def build_source(cfg: TrainConfig):
                                        cfg.val_episodes, valid_shot=cfg.val_shot)
     if cfg.task in ("smlmt", "mixture"):
         path = cfg.corpus
-        text = (sources.read_corpus(path) if os.path.exists(path) or os.sep in path
-                else load_unlabeled(path))
-        smlmt = sources.SMLMTSource(text, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.seed, corpus=path)
+        is_file = os.path.exists(path) or os.sep in path
+        if cfg.stream or (os.path.isfile(path) and os.path.getsize(path) > sources.STREAM_BYTES):
+            if rank is None or world_size is None:
+                import torch.distributed as dist
+                on = dist.is_available() and dist.is_initialized()
+                rank, world_size = (dist.get_rank(), dist.get_world_size()) if on else (0, 1)
+            smlmt = sources.StreamingSMLMTSource(path if is_file else load_unlabeled(path), cfg.n_way, cfg.k_shot,
+                                                 cfg.n_query, cfg.seed, rank=rank, world_size=world_size,
+                                                 buffer_size=cfg.buffer_size, name=None if is_file else path)
+        else:
+            text = sources.read_corpus(path) if is_file else load_unlabeled(path)
+            smlmt = sources.SMLMTSource(text, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.seed, corpus=path)
     if cfg.task == "mixture":
         return sources.MixtureSource(intents, smlmt, cfg.mixture_p, cfg.seed)
     return intents or smlmt

@@ -4,7 +4,9 @@ The scheme (launch with ``torchrun``; one process per GPU, or per CPU slot):
 
 * **One global task stream.**  Meta-batch ``t`` is a function of ``(seed, t)`` only
   (``SinusoidTasks.batch(index=t)``, ``EpisodeSampler.episode(i)``), identical on
-  every rank and independent of the number of ranks.
+  every rank and independent of the number of ranks.  (The exception: a streamed SMLMT
+  corpus, :class:`~metabook.train.sources.StreamingSMLMTSource`, is sharded by line, so each
+  rank's tasks come from its own lines.)
 * **Each rank owns a contiguous slice of it.**  With a global meta-batch of ``B``
   tasks and ``W`` ranks, rank ``r`` takes tasks ``shard(B, r, W)``; the first
   ``B % W`` ranks get one task more.  The union over ranks is exactly the

@@ -396,10 +396,10 @@ def run(cfg: TrainConfig, *, transform_batch: Callable[[int, Episode], Episode] 
     cfg = cfg.resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if source is None:
-        source = build_source(cfg)  # bad --data/--split/--corpus fail here, before anything is written
     ctx = init_distributed(None if cfg.device == "auto" else cfg.device, cfg.backend)
     try:
+        if source is None:  # bad --data/--split/--corpus fail here, before anything is written
+            source = build_source(cfg, rank=ctx.rank, world_size=ctx.world_size)  # rank: a streamed corpus's shard
         return _run(cfg, ctx, source, transform_batch, built)
     finally:
         cleanup(ctx)

@@ -9,6 +9,8 @@ keeps its slice, and a resumed run sees exactly the batches it would have seen.
   classes (validation over its *valid* classes), from a registered dataset or
   any ProtAugment-layout folder;
 * :class:`SMLMTSource` -- self-supervised SMLMT episodes from unlabeled sentences;
+* :class:`StreamingSMLMTSource` -- the same from a corpus too large for memory, read in
+  buffers and sharded over ranks (the one source whose tasks depend on the rank);
 * :class:`MixtureSource` -- each task drawn from one of two sources (Hybrid-SMLMT).
 """
 from __future__ import annotations
@@ -24,10 +26,15 @@ from metabook.data.episode import Episode, stack_episodes
 from metabook.data.intents import IntentDataset, load_dataset
 from metabook.data.sinusoid import SinusoidTasks
 from metabook.data.smlmt import SMLMTSampler
+from metabook.data.smlmt_stream import StreamingSMLMTSampler
 from metabook.tasks import EpisodeSampler
 
 __all__ = ["TaskSource", "SamplerSource", "SinusoidSource", "IntentSource", "SMLMTSource", "MixtureSource",
-           "read_corpus"]
+           "StreamingSMLMTSource", "read_corpus", "STREAM_BYTES"]
+
+#: ``--corpus`` files larger than this many bytes are streamed (:class:`StreamingSMLMTSource`)
+#: even without ``--stream``.
+STREAM_BYTES: int = 256 * 2**20
 
 
 class TaskSource:
@@ -170,6 +177,38 @@ class SMLMTSource(TaskSource):
 
     def trained_on(self) -> dict:
         return {"task": "smlmt", "corpus": self.corpus, "sentences": len(self.sampler.sentences)}
+
+
+class StreamingSMLMTSource(TaskSource):
+    """SMLMT episodes streamed from a corpus that need not fit in memory
+    (:class:`~metabook.data.smlmt_stream.StreamingSMLMTSampler`); no validation.
+
+    Unlike the other sources, task ``i`` depends on the rank: every rank reads only its
+    lines (line ``j`` goes to rank ``j % world_size``) and builds the global meta-batch
+    from them, so the slice it keeps comes from its own shard and no two ranks train on
+    the same sentence.  Tasks stay a function of ``(seed, rank, world_size, i)``:
+    resuming is exact with the same number of ranks.
+
+    Args:
+        corpus: a text file (UTF-8, one sentence a line) or a re-iterable of strings.
+        rank, world_size: this process's shard.
+        buffer_size: sentences held at once; ``**kwargs`` go to the sampler.
+        name: what to call the corpus in errors and in :meth:`trained_on` (default: its path).
+    """
+
+    def __init__(self, corpus: Any, n_way: int, k_shot: int, n_query: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, buffer_size: int = 20_000, name: str | None = None, **kwargs: Any) -> None:
+        self.sampler = StreamingSMLMTSampler(corpus, n_way, k_shot, n_query, seed=seed, rank=rank,
+                                             world_size=world_size, buffer_size=buffer_size, name=name, **kwargs)
+        self.corpus = name or (os.fspath(corpus) if isinstance(corpus, (str, os.PathLike)) else None)
+
+    def episode(self, i: int) -> Episode:
+        return self.sampler.episode(i)
+
+    def trained_on(self) -> dict:
+        s = self.sampler
+        return {"task": "smlmt", "corpus": self.corpus, "stream": True, "buffer_size": s.buffer_size,
+                "episodes_per_buffer": s.episodes_per_buffer, "world_size": s.world_size}
 
 
 class MixtureSource(TaskSource):
