@@ -274,8 +274,9 @@ def test_peer_and_levers_are_shown_with_their_base(folder):
     assert "5 iteration(s) (valid 72.00)" in table and "146,300 pairs would take about 2.5 h" in table
     levers = results.levers_table(res)
     # 88 - 86 on every draw: the paired difference is exact; the mean clears CPFT by 7.14 ± its t-interval
-    assert "| BANKING77 | logistic regression on a **larger encoder**" in levers
-    assert f"| MiniLM logistic | +2.00 ± 0.00 | +3.00 ± 0.00 | met (+7.14 ± {T_HALF:.2f}) / met (+3.80 ± {T_HALF:.2f}) |" in levers
+    assert ("| BANKING77 | logistic, mpnet-base | 88.00 ± 1.96 | 91.00 ± 1.96 | +2.00 ± 0.00 / +3.00 ± 0.00 | "
+            f"+7.14 ± {T_HALF:.2f} met / +3.80 ± {T_HALF:.2f} met |") in levers
+    assert "*logistic, mpnet-base*: logistic regression on all-mpnet-base-v2 (110M)" in levers
     assert "lever: frozen all-mpnet-base-v2" in results.episodic_table(res)
     assert "(Δ +2.00\xa0±\xa00.00)" in results.episodic_table(res)  # 88 − 86 on every split
     assert "**uses label names**" in results.levers_table(results.Results(COMMITTED))

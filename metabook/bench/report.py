@@ -261,13 +261,18 @@ def anchors_table() -> list[str]:
 FEWSHOT_ALGOS = {"frozen": "frozen prototypes", "logreg": "frozen + logistic regression",
                  "protonet": "meta-trained on the shots", "cpft": "CPFT's recipe on MiniLM"}
 _SHORT = {"frozen": "prototypes", "logreg": "logistic", "protonet": "meta-trained", "cpft": "CPFT recipe"}
-#: Levers on the DNNC/CPFT splits, each its own row (``fullway_<data>_<lever>.json``): its label
-#: and the MiniLM method it is paired with.
-FEWSHOT_LEVERS = {"logreg-ensemble": ("logistic regression + prototypes, the weight chosen on valid", "logreg"),
-                  "logreg-names": ("logistic regression + prototypes, **uses label names** (each intent's "
-                                   "name as one more example)", "logreg"),
-                  "frozen-mpnet": ("prototypes on a **larger encoder**, all-mpnet-base-v2 (110M)", "frozen"),
-                  "logreg-mpnet": ("logistic regression on a **larger encoder**, all-mpnet-base-v2 (110M)", "logreg")}
+#: Levers on the DNNC/CPFT splits, each its own row (``fullway_<data>_<lever>.json``): a short
+#: label, the MiniLM method it is paired with, and what it does.
+FEWSHOT_LEVERS = {
+    "logreg-ensemble": ("logistic + prototypes", "logreg",
+                        "logistic regression ensembled with the prototypes, the weight chosen on valid"),
+    "logreg-names": ("logistic + prototypes + **label names**", "logreg",
+                     "the same, each intent's name added as one more example of it: it **uses label names**"),
+    "frozen-mpnet": ("prototypes, mpnet-base", "frozen",
+                     "prototypes on a **larger encoder**, all-mpnet-base-v2 (110M), frozen"),
+    "logreg-mpnet": ("logistic, mpnet-base", "logreg",
+                     "logistic regression on all-mpnet-base-v2 (110M) embeddings, C chosen on valid"),
+}
 #: Peers scored on the published draw only (one draw: their training is the costly part).
 FEWSHOT_PEERS = {"setfit": "SetFit (peer, same MiniLM)"}
 #: Episodic levers, each paired with frozen MiniLM on the same episodes.
@@ -389,24 +394,26 @@ def setfit_note(d: str, r: dict) -> str:
 
 def levers_table(results: Path) -> list[str]:
     """:data:`FEWSHOT_LEVERS` that have a file: each lever's accuracy, its paired difference from
-    its MiniLM base, and its margin over CPFT; empty when none is committed."""
+    its MiniLM base, and its margin over CPFT; then what each lever is. Empty when none is committed."""
     levers = [(d, v, r) for d in NAMES for v in FEWSHOT_LEVERS
               if (r := _load(results / "fewshot_intent", f"fullway_{d}_{v}.json")) is not None]
     if not levers:
         return []
-    out = ["| dataset | lever | 5-shot | 10-shot | Δ vs | Δ 5-shot | Δ 10-shot | − CPFT, 5 / 10 |",
-           "|---|---|---:|---:|---|---:|---:|---|"]
+    out = ["| dataset | lever | 5-shot | 10-shot | Δ vs MiniLM, 5 / 10 | − CPFT, 5 / 10 |",
+           "|---|---|---:|---:|---|---|"]
     for d, v, r in levers:
-        label, base_name = FEWSHOT_LEVERS[v]
+        label, base_name, _ = FEWSHOT_LEVERS[v]
         base = _load(results / "fewshot_intent", f"fullway_{d}_{base_name}.json")
-        deltas = [_delta(paired_draws(r, base, k)) for k in (5, 10)]
+        deltas = " / ".join(_delta(paired_draws(r, base, k)) for k in (5, 10))
         gaps = []
         for i, k in enumerate((5, 10)):
             m, h = draw_interval(r["results"][f"{k}shot"])
-            gaps.append(f"{'met' if m - h > CPFT[d][i] else 'missed'} ({m - CPFT[d][i]:+.2f} ± {h:.2f})")
-        out.append(f"| {NAMES[d]} | {label} | {_fw(r, 5)} | {_fw(r, 10)} | MiniLM {_SHORT[base_name]} | {deltas[0]} "
-                   f"| {deltas[1]} | {' / '.join(gaps)} |")
-    return out
+            gaps.append(f"{m - CPFT[d][i]:+.2f} ± {h:.2f} {'met' if m - h > CPFT[d][i] else 'missed'}")
+        out.append(f"| {NAMES[d]} | {label} | {_fw(r, 5)} | {_fw(r, 10)} | {deltas} | {' / '.join(gaps)} |")
+    used = [v for v in FEWSHOT_LEVERS if any(v == u for _, u, _ in levers)]
+    return out + ["", "Levers: " + "; ".join(
+        f"*{FEWSHOT_LEVERS[v][0].replace('**', '')}*: {FEWSHOT_LEVERS[v][2]}, paired with MiniLM "
+        f"{_SHORT[FEWSHOT_LEVERS[v][1]]}" for v in used) + "."]
 
 
 def fullway_section(results: Path) -> list[str]:

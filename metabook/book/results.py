@@ -373,7 +373,7 @@ def levers_table(res: Results) -> str:
     """The full-way levers on the DNNC/CPFT splits (label names, ensembles, a larger encoder),
     each paired with the MiniLM method it builds on; empty when none is committed."""
     for d in NAMES:
-        for v, (_, base) in report.FEWSHOT_LEVERS.items():
+        for v in report.FEWSHOT_LEVERS:
             res.get(f"fewshot_intent/fullway_{d}_{v}.json")  # listed among the sources
     return "\n".join(report.levers_table(res.folder))
 
