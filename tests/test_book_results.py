@@ -277,6 +277,10 @@ def test_peer_and_levers_are_shown_with_their_base(folder):
     assert ("| BANKING77 | logistic, mpnet-base | 88.00 ± 1.96 | 91.00 ± 1.96 | +2.00 ± 0.00 / +3.00 ± 0.00 | "
             f"+7.14 ± {T_HALF:.2f} met / +3.80 ± {T_HALF:.2f} met |") in levers
     assert "*logistic, mpnet-base*: logistic regression on all-mpnet-base-v2 (110M)" in levers
+    assert results.larger_encoder_sentence(res) == (
+        "the larger encoder lifts logistic regression by +2.00 to +3.00 points over MiniLM's (paired over the "
+        f"draws) and clears CPFT in every cell (BANKING77 5-shot +7.14 ± {T_HALF:.2f}; BANKING77 10-shot "
+        f"+3.80 ± {T_HALF:.2f})")
     assert "lever: frozen all-mpnet-base-v2" in results.episodic_table(res)
     assert "(Δ +2.00\xa0±\xa00.00)" in results.episodic_table(res)  # 88 − 86 on every split
     assert "**uses label names**" in results.levers_table(results.Results(COMMITTED))

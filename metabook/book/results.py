@@ -404,6 +404,30 @@ def peer_sentence(res: Results) -> str:
     return f"SetFit scored {verdict} on the published draw ({'; '.join(cells)})"
 
 
+def larger_encoder_sentence(res: Results, lever: str = "logreg-mpnet") -> str:
+    """What the larger encoder changes: its paired gain over the MiniLM method it replaces, and
+    its margin over CPFT, per dataset and K (one sentence, from the committed files)."""
+    _, base_name, _ = report.FEWSHOT_LEVERS[lever]
+    gains, gaps, met = [], [], 0
+    for d, name in NAMES.items():
+        r, base = (res.get(f"fewshot_intent/fullway_{d}_{a}.json") for a in (lever, base_name))
+        if r is None or base is None:
+            continue
+        for i, k in enumerate(FULLWAY_SHOTS):
+            gains.append(report.paired_draws(r, base, k)[0])
+            m, h = report.draw_interval(r["results"][f"{k}shot"])
+            cpft = PUBLISHED["CPFT"]["accuracy"][d][i]
+            met += m - h > cpft
+            gaps.append(f"{name} {k}-shot {m - cpft:+.2f} ± {h:.2f}")
+    if not gains:
+        return "no larger-encoder run is committed yet"
+    verdict = ("clears CPFT in every cell" if met == len(gaps) else "clears CPFT nowhere" if met == 0
+               else f"clears CPFT in {met} of {len(gaps)} cells")
+    return (f"the larger encoder lifts {report._SHORT[base_name]} regression by {min(gains):+.2f} to "
+            f"{max(gains):+.2f} points over MiniLM's (paired over the draws) and {verdict} "
+            f"({'; '.join(gaps)})")
+
+
 def fewshot_goals(res: Results) -> dict[str, dict[int, tuple[str, float, float]]]:
     """``{data: {K: (best method, its mean − CPFT, t half-width)}}`` on the DNNC/CPFT splits."""
     return {d: {k: report.fewshot_goal(recs, d, k) for k in FULLWAY_SHOTS}
