@@ -13,8 +13,8 @@ from metabook.data.smlmt_stream import StreamingSMLMTSampler, iter_texts
 from metabook.data.collate import TextCollator
 from metabook.models import mlp, sinusoid_mlp
 from metabook.encoders import EmbeddingCache, MiniLMEncoder
-from metabook.algorithms import (ANIL, MAML, InContextLearner, Learner, Leopard, MetaSGD, ProtoNet,
-                                 Reptile, check_functional, prototypes)
+from metabook.algorithms import (ANIL, MAML, InContextLearner, Learner, Leopard, MaskedLMControl, MetaSGD,
+                                 ProtoNet, Reptile, SimCSEControl, check_functional, prototypes)
 from metabook.train import TrainConfig, evaluate, mean_ci, meta_train
 
 __version__ = "0.1.0"
@@ -26,6 +26,6 @@ __all__ = [
     "SMLMTSampler", "StreamingSMLMTSampler", "iter_texts", "TextCollator", "mlp", "sinusoid_mlp",
     "MiniLMEncoder", "EmbeddingCache",
     "Learner", "MAML", "ANIL", "MetaSGD", "Leopard", "Reptile", "ProtoNet", "prototypes", "InContextLearner",
-    "check_functional",
+    "check_functional", "MaskedLMControl", "SimCSEControl",
     "mean_ci", "evaluate", "meta_train", "TrainConfig",
 ]

@@ -4,7 +4,9 @@ A *learner* wraps a model and turns a meta-batch of episodes into something the
 one trainer (:mod:`metabook.train`) can optimise.  All eight learners
 (:class:`~metabook.ProtoNet`, :class:`~metabook.MAML` with FOMAML, :class:`~metabook.ANIL`,
 :class:`~metabook.MetaSGD`, :class:`~metabook.Leopard`, :class:`~metabook.Reptile`,
-:class:`~metabook.InContextLearner`) subclass :class:`Learner` and provide:
+:class:`~metabook.InContextLearner`) subclass :class:`Learner`, and so do the two non-meta
+controls (:class:`~metabook.MaskedLMControl`, :class:`~metabook.SimCSEControl`) that the trainer
+runs on the same tasks.  They provide:
 
 * ``task_losses(support_x, support_y, query_x, query_y) -> (B,)`` -- the outer
   objective of each task, differentiable w.r.t. the learner's parameters.  Its

@@ -144,6 +144,12 @@ class MAML(Learner):
         buffers = dict(self.model.named_buffers())
         return call_model(lambda *a, **kw: functional_call(self.model, (params, buffers), a, kw), x)
 
+    def support_features(self, support_x: Inputs, steps: int | None = None) -> Inputs:
+        """:meth:`features` of the support set, or ``support_x`` untouched when the inner loop
+        takes no step (it is then never read: zero-step MAML is supervised training on the query
+        sets, and the body should not spend a forward pass on the support)."""
+        return self.features(support_x) if (self.inner_steps if steps is None else steps) else support_x
+
     def features(self, x: Inputs) -> Inputs:
         """``body(x)`` for a meta-batch (tasks and examples flattened into one batch), or ``x``."""
         if self.body is None:
@@ -187,7 +193,7 @@ class MAML(Learner):
         the others are shared views.  Built without a second-order graph."""
         b = self.check(support_x, support_y)
         with torch.no_grad():
-            hs = self.features(support_x)
+            hs = self.support_features(support_x, steps)
         with torch.enable_grad():
             fast, _ = self._inner_loop(hs, support_y, steps, create_graph=False)
         return {n: (v.detach() if n in self.adapt_names else v.detach().unsqueeze(0).expand(b, *v.shape))
@@ -196,7 +202,8 @@ class MAML(Learner):
     def task_losses(self, support_x: Inputs, support_y: torch.Tensor, query_x: Inputs,
                     query_y: torch.Tensor) -> torch.Tensor:
         """Query loss of each task after adaptation, ``(B,)``; differentiable w.r.t. theta
-        (through the inner loop unless ``first_order``).
+        (through the inner loop unless ``first_order``).  With ``inner_steps=0`` this is the
+        plain query loss of theta (the support set is not read): supervised training.
 
         The forward pass is ``vmap``-ed over tasks with per-task copies of the adapted
         parameters; one ``torch.autograd.grad`` per inner step then yields every task's
@@ -204,7 +211,7 @@ class MAML(Learner):
         """
         self.check(support_x, support_y, query_x, query_y)
         with torch.enable_grad():
-            fast, forward = self._inner_loop(self.features(support_x), support_y, None,
+            fast, forward = self._inner_loop(self.support_features(support_x), support_y, None,
                                              create_graph=not self.first_order, track=True)
             return vmap(self.outer_loss_fn)(forward(fast, self.features(query_x)), query_y)
 
@@ -213,7 +220,7 @@ class MAML(Learner):
         for classification), with no graph."""
         self.check(support_x, support_y, query_x)
         with torch.no_grad():
-            hs, hq = self.features(support_x), self.features(query_x)
+            hs, hq = self.support_features(support_x), self.features(query_x)
         with torch.enable_grad():
             fast, forward = self._inner_loop(hs, support_y, None, create_graph=False)
         with torch.no_grad():

@@ -6,7 +6,8 @@
 * :mod:`metabook.train.distributed` -- ``torch.distributed`` over the task batch;
 * :mod:`metabook.train.config` -- ``TrainConfig``, its YAML / argument parsing, and the
   factories of the task source, the learner and the optimizer;
-* :mod:`metabook.train.sources` -- task sources: sinusoid, intents, SMLMT, mixtures;
+* :mod:`metabook.train.sources` -- task sources: sinusoid, intents, SMLMT, mixtures, plain text
+  (the SMLMT sentences unmasked) and labelled intents of several datasets with global labels;
 * :mod:`metabook.train.export` -- the trained encoder as a Hugging Face folder + its record.
 
 Run ``python -m metabook.train --help`` (or the same under ``torchrun``).

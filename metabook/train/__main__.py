@@ -9,6 +9,15 @@ Meta-train MiniLM with ProtoNet on BANKING77's class split 01 (valid classes sel
     python -m metabook.train --task intents --data banking77 --split 01 --algorithm protonet \
         --steps 300 --val-every 100 --out runs/b77-protonet      # -> runs/b77-protonet/encoder/
 
+The non-meta controls on the same text, for the same number of steps: continued masked-LM and
+SimCSE on the SMLMT episodes' sentences (unmasked), and supervised multi-task training on the
+labelled intents of the other datasets (MAML with zero inner steps, one head over all intents)::
+
+    python -m metabook.train --task text --corpus wiki --algorithm mlm --steps 300 --out runs/mlm
+    python -m metabook.train --task text --corpus wiki --algorithm simcse --steps 300 --out runs/simcse
+    python -m metabook.train --task supervised --exclude banking77 \
+        --overlap benchmarks/results/overlap/banking77.json --algorithm maml --inner-steps 0 --out runs/sup
+
 Two GPUs (or two CPU processes with gloo)::
 
     torchrun --standalone --nproc-per-node 2 -m metabook.train --config run.yaml

@@ -15,26 +15,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabook.algorithms import ANIL, MAML, InContextLearner, Learner, Leopard, MetaSGD, ProtoNet, Reptile
+from metabook.algorithms import (ANIL, MAML, InContextLearner, Learner, Leopard, MaskedLMControl, MetaSGD, ProtoNet,
+                                 Reptile, SimCSEControl)
+from metabook.data.pooled import PooledIntents
 from metabook.device import by_device
 from metabook.models import sinusoid_mlp
 
-__all__ = ["TrainConfig", "ALGORITHMS", "TASKS", "parse_args", "load_yaml", "build", "Built", "build_learner",
-           "build_optimizer", "build_source"]
+__all__ = ["TrainConfig", "ALGORITHMS", "CONTROLS", "TASKS", "parse_args", "load_yaml", "build", "Built",
+           "build_learner", "build_optimizer", "build_source", "supervised_pool"]
 
-ALGORITHMS = ("protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "icl", "leopard")
-TASKS = ("sinusoid", "intents", "smlmt", "mixture", "custom")
+#: The learners ``--algorithm`` can name (the meta-learners, then the self-supervised controls).
+ALGORITHMS = ("protonet", "maml", "fomaml", "anil", "metasgd", "reptile", "icl", "leopard", "mlm", "simcse")
+#: The non-meta self-supervised controls (continued masked-LM and SimCSE), which ignore labels.
+CONTROLS = ("mlm", "simcse")
+#: The task sources ``--task`` can name.
+TASKS = ("sinusoid", "intents", "smlmt", "mixture", "text", "supervised", "custom")
+#: Learners that build each task's classifier from its support classes (labels ``0..N-1``);
+#: they cannot train a fixed head over global labels (``--task supervised``).
+_PER_TASK_CLASSES = ("protonet", "icl", "leopard")
 #: Config keys that define the model; resuming with different values is refused.
 MODEL_KEYS = ("task", "algorithm", "hidden", "dtype", "encoder", "n_way", "adapt", "freeze_layers")
 
 _HELP = {
-    "algorithm": f"meta-learner: {', '.join(ALGORITHMS)}",
-    "task": "task source: sinusoid, intents (--data/--split), smlmt (--corpus) or mixture (intents + smlmt); "
+    "algorithm": f"learner: {', '.join(ALGORITHMS)}; mlm (continued masked-LM) and simcse are "
+                 "non-meta controls that ignore labels",
+    "task": "task source: sinusoid, intents (--data/--split), smlmt (--corpus), mixture (intents + smlmt), "
+            "text (--corpus: SMLMT's sentences unmasked, no labels; for mlm/simcse), supervised (labelled "
+            "intents of several datasets, global labels; --data A,B or --exclude TARGET); "
             "custom: from Python, run(cfg, source=..., built=...)",
-    "data": "intents: banking77 | clinc150 | hwu64 | a ProtAugment-layout folder",
+    "data": "intents: banking77 | clinc150 | hwu64 | a ProtAugment-layout folder; supervised: a comma-separated "
+            "list of them (default: every registered dataset but --exclude)",
+    "exclude": "supervised: the target dataset, never trained on",
+    "overlap": "supervised: an overlap list for --exclude (python -m metabook.bench overlap --target T); "
+               "its intents of the other datasets are removed first",
     "split": "intents: the class split (train classes train, valid classes select; test never seen)",
-    "corpus": "smlmt/mixture: unlabeled UTF-8 text, one sentence a line (or banking77|clinc150|hwu64|wiki)",
-    "stream": "smlmt/mixture: stream --corpus in buffers of --buffer-size lines, each rank reading only its "
+    "corpus": "smlmt/mixture/text: unlabeled UTF-8 text, one sentence a line (or banking77|clinc150|hwu64|wiki)",
+    "stream": "smlmt/mixture/text: stream --corpus in buffers of --buffer-size lines, each rank reading only its "
               "lines (line i: rank i mod world size); automatic for files over 256 MiB",
     "buffer_size": "with --stream: sentences held in memory at once (the SMLMT word index is built over them)",
     "mixture_p": "mixture: probability that a task is an intents task (else SMLMT)",
@@ -53,7 +69,8 @@ _HELP = {
     "k_shot": "support points per task", "n_query": "query points per task",
     "inner_lr": "inner-loop step size (alpha; the initial value of Meta-SGD's and LEOPARD's learned rates; "
                 "default 0.01, 0.5 on text)",
-    "inner_steps": "inner-loop gradient steps",
+    "inner_steps": "inner-loop gradient steps (0 with maml on --task supervised: supervised multi-task "
+                   "training)",
     "meta_lr": "outer learning rate (default 1e-3 for adam, 3e-5 for adamw; 0.1 = Reptile's epsilon for sgd)",
     "optimizer": "outer optimizer: adam, adamw or sgd (default adam; adamw on text; sgd for reptile)",
     "hidden": "hidden width of the 1-h-h-1 MLP", "dtype": "parameter dtype: float32 or float64",
@@ -83,6 +100,8 @@ class TrainConfig:
     task: str = "sinusoid"
     data: str | None = None
     split: str = "01"
+    exclude: str | None = None
+    overlap: str | None = None
     corpus: str | None = None
     stream: bool = False
     buffer_size: int = 20_000
@@ -176,6 +195,24 @@ class TrainConfig:
         if self.task == "sinusoid" and self.algorithm in ("protonet", "icl", "leopard"):
             raise ValueError(f"--algorithm {self.algorithm} classifies; the sinusoid task is regression "
                              "(use --task intents, smlmt or mixture)")
+        if self.task == "sinusoid" and self.algorithm in CONTROLS:
+            raise ValueError(f"--algorithm {self.algorithm} trains a text encoder on sentences; the sinusoid task "
+                             "has none (use --task text, smlmt, intents, mixture or supervised)")
+        if self.task == "text" and self.algorithm not in CONTROLS:
+            raise ValueError(f"--task text has no labels: it is for the self-supervised controls "
+                             f"(--algorithm {' or '.join(CONTROLS)}), not {self.algorithm}")
+        if self.task == "supervised" and self.algorithm in _PER_TASK_CLASSES:
+            raise ValueError(f"--task supervised has global labels (one head over all intents), but "
+                             f"--algorithm {self.algorithm} builds each task's classifier from its support classes; "
+                             "use maml --inner-steps 0 (supervised multi-task training), fomaml, anil, metasgd, "
+                             "reptile, mlm or simcse")
+        if (self.exclude or self.overlap) and self.task != "supervised":
+            raise ValueError("--exclude and --overlap are options of --task supervised")
+        if self.overlap and not self.exclude:
+            raise ValueError("--overlap is the overlap list of a target dataset: give --exclude TARGET as well")
+        if self.task == "supervised" and not (self.data or self.exclude):
+            raise ValueError("--task supervised needs --data (comma-separated datasets) or --exclude TARGET "
+                             "(every other registered dataset)")
         if self.algorithm == "leopard" and self.adapt == "lora":
             raise ValueError("--algorithm leopard adapts the top layers (--adapt all, head or topK), not lora")
         if self.algorithm == "reptile" and self.inner_steps < 1:
@@ -208,8 +245,9 @@ def _coerce(name: str, value: Any) -> Any:
             raise ValueError(f"{name} must be true or false, got {value!r}")
         return value
     kind = {"meta_lr": float, "clip_grad": float, "threads": int, "optimizer": str, "backend": str,
-            "data": str, "corpus": str, "out": str, "meta_batch": int, "k_shot": int, "n_query": int,
-            "inner_lr": float, "task_chunk": int, "val_shot": int}.get(name, type(default))
+            "data": str, "exclude": str, "overlap": str, "corpus": str, "out": str, "meta_batch": int,
+            "k_shot": int, "n_query": int, "inner_lr": float, "task_chunk": int,
+            "val_shot": int}.get(name, type(default))
     if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     try:
@@ -297,13 +335,30 @@ def _adapt_lora(bert: nn.Module) -> None:
     inject_adapter_in_model(LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"]), bert)
 
 
-def _text_learner(cfg: TrainConfig, bert: nn.Module) -> Learner:
+def _control(cfg: TrainConfig, bert: nn.Module, tokenizer: Any) -> Learner:
+    """The self-supervised control of ``cfg.algorithm`` (``mlm`` or ``simcse``) on ``bert``."""
+    from metabook.bert import SentenceEncoder
+
+    if cfg.algorithm == "simcse":
+        return SimCSEControl(SentenceEncoder(bert), scale=cfg.scale, task_chunk=cfg.task_chunk)
+    mask_id = getattr(tokenizer, "mask_token_id", None)
+    if mask_id is None:
+        raise ValueError(f"--algorithm mlm needs a tokenizer with a mask token; {cfg.encoder!r}'s has none")
+    return MaskedLMControl(bert, mask_id, tokenizer.all_special_ids, scale=cfg.scale, task_chunk=cfg.task_chunk)
+
+
+def _text_learner(cfg: TrainConfig, bert: nn.Module, tokenizer: Any = None, n_out: int | None = None) -> Learner:
+    """The learner of ``cfg`` on ``bert``; ``n_out`` is the width of a classification head
+    (default ``cfg.n_way``; on ``--task supervised`` the number of global classes)."""
     from metabook.bert import SentenceEncoder, TextClassifier, split_top
 
     n_layers = len(bert.encoder.layer)
     if cfg.freeze_layers > n_layers:
         raise ValueError(f"freeze_layers={cfg.freeze_layers} but the encoder has {n_layers} layers")
     chunk = cfg.task_chunk
+    n_out = cfg.n_way if n_out is None else int(n_out)
+    if cfg.algorithm in CONTROLS:
+        return _control(cfg, bert, tokenizer)
     if cfg.algorithm == "protonet":
         return ProtoNet(SentenceEncoder(bert), distance="cosine", scale=cfg.scale, task_chunk=chunk)
     if cfg.algorithm == "icl":
@@ -319,12 +374,12 @@ def _text_learner(cfg: TrainConfig, bert: nn.Module) -> Learner:
         nn.init.zeros_(generator[2].bias)
         return Leopard(model.encoder, d, generator=generator, body=body, **kw)
     if cfg.algorithm == "reptile":
-        return Reptile(TextClassifier(bert, cfg.n_way, scale=cfg.scale), outer_lr=1.0, **kw)
+        return Reptile(TextClassifier(bert, n_out, scale=cfg.scale), outer_lr=1.0, **kw)
     first_order = cfg.algorithm == "fomaml"
     cls = MetaSGD if cfg.algorithm == "metasgd" else MAML
     if cfg.adapt == "head" or cfg.algorithm == "anil":  # ANIL: the body runs once per task
         head = nn.Sequential()
-        head.add_module("head", nn.Linear(bert.config.hidden_size, cfg.n_way))
+        head.add_module("head", nn.Linear(bert.config.hidden_size, n_out))
         nn.init.zeros_(head.head.weight)
         nn.init.zeros_(head.head.bias)
         body = SentenceEncoder(bert, scale=cfg.scale)
@@ -333,10 +388,10 @@ def _text_learner(cfg: TrainConfig, bert: nn.Module) -> Learner:
         return cls(head, body=body, first_order=first_order, **kw)
     if cfg.adapt == "lora":
         _adapt_lora(bert)
-        model = TextClassifier(bert, cfg.n_way, scale=cfg.scale)
+        model = TextClassifier(bert, n_out, scale=cfg.scale)
         return cls(model, adapt=lambda n: "lora_" in n or n.startswith("head."), first_order=first_order, **kw)
     top = None if cfg.adapt == "all" else int(cfg.adapt[3:])
-    body, model = split_top(bert, cfg.n_way, top, scale=cfg.scale)
+    body, model = split_top(bert, n_out, top, scale=cfg.scale)
     return cls(model, body=body, first_order=first_order, **kw)
 
 
@@ -351,7 +406,10 @@ def build(cfg: TrainConfig) -> Built:
 
     bert, tokenizer, info = load_encoder(cfg.encoder)
     bert = bert.to(getattr(torch, cfg.dtype))
-    learner = _text_learner(cfg, bert).to(getattr(torch, cfg.dtype))
+    n_out = None
+    if cfg.task == "supervised" and cfg.algorithm not in CONTROLS:  # one head over every global class
+        n_out = supervised_pool(cfg).num_classes
+    learner = _text_learner(cfg, bert, tokenizer, n_out).to(getattr(torch, cfg.dtype))
     if cfg.freeze_layers:
         for module in [bert.embeddings, *bert.encoder.layer[:cfg.freeze_layers]]:
             for p in module.parameters():
@@ -370,7 +428,8 @@ def build_source(cfg: TrainConfig, rank: int | None = None, world_size: int | No
 
     ``rank``/``world_size`` (default: the active process group's, else 0 and 1) pick the
     corpus shard of a streamed SMLMT source (``--stream``, or a file over
-    :data:`~metabook.train.sources.STREAM_BYTES`); the other sources ignore them."""
+    :data:`~metabook.train.sources.STREAM_BYTES`; ``--task text`` reads its corpus the same
+    way); the other sources ignore them."""
     from metabook.data.intents import load_unlabeled
     from metabook.train import sources
 
@@ -382,13 +441,15 @@ def build_source(cfg: TrainConfig, rank: int | None = None, world_size: int | No
                                       valid_tasks=cfg.val_episodes if cfg.val_every else 0)
     if cfg.task in ("intents", "mixture") and not cfg.data:
         raise ValueError(f"--task {cfg.task} needs --data (banking77, clinc150, hwu64 or a folder)")
-    if cfg.task in ("smlmt", "mixture") and not cfg.corpus:
+    if cfg.task in ("smlmt", "mixture", "text") and not cfg.corpus:
         raise ValueError(f"--task {cfg.task} needs --corpus (a text file, one sentence a line)")
+    if cfg.task == "supervised":
+        return sources.SupervisedSource(supervised_pool(cfg), cfg.k_shot, cfg.n_query, cfg.seed)
     intents = smlmt = None
     if cfg.task in ("intents", "mixture"):
         intents = sources.IntentSource(cfg.data, cfg.split, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.seed,
                                        cfg.val_episodes, valid_shot=cfg.val_shot)
-    if cfg.task in ("smlmt", "mixture"):
+    if cfg.task in ("smlmt", "mixture", "text"):
         path = cfg.corpus
         is_file = os.path.exists(path) or os.sep in path
         if cfg.stream or (os.path.isfile(path) and os.path.getsize(path) > sources.STREAM_BYTES):
@@ -404,7 +465,31 @@ def build_source(cfg: TrainConfig, rank: int | None = None, world_size: int | No
             smlmt = sources.SMLMTSource(text, cfg.n_way, cfg.k_shot, cfg.n_query, cfg.seed, corpus=path)
     if cfg.task == "mixture":
         return sources.MixtureSource(intents, smlmt, cfg.mixture_p, cfg.seed)
+    if cfg.task == "text":  # the SMLMT episodes' sentences, unmasked, for the controls
+        return sources.TextSource(smlmt)
     return intents or smlmt
+
+
+def supervised_pool(cfg: TrainConfig) -> PooledIntents:
+    """The labelled datasets of ``--task supervised``, pooled into one label space
+    (:func:`~metabook.data.pooled.pool_intents`): ``--data`` (comma-separated), else every
+    registered dataset but ``--exclude``, less the intents of the ``--overlap`` list.
+    Raises ``ValueError`` with one line."""
+    from metabook.data.intents import DATASETS
+    from metabook.data.pooled import pool_intents, read_overlap_list
+
+    target = cfg.exclude.lower() if cfg.exclude else None
+    if cfg.data:
+        names = [n.strip() for n in cfg.data.split(",") if n.strip()]
+    elif target in DATASETS:
+        names = [n for n in DATASETS if n != target]
+    else:
+        raise ValueError(f"--exclude {cfg.exclude!r} is not one of {sorted(DATASETS)}; name the datasets "
+                         "to train on with --data")
+    if target and target in [os.path.basename(n.rstrip("/")).lower() for n in names]:
+        raise ValueError(f"--data must not include the excluded target {cfg.exclude!r}")
+    remove = read_overlap_list(cfg.overlap, target) if cfg.overlap else None
+    return pool_intents(names, remove)
 
 
 def build_optimizer(cfg: TrainConfig, learner: nn.Module) -> torch.optim.Optimizer:

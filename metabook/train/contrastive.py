@@ -3,12 +3,17 @@
 
 * Stage 1, :func:`contrastive_pretrain`, on unlabeled sentences: SimCSE (Gao et al., 2021), in
   which a sentence encoded twice with dropout is its own positive and the batch's other sentences
-  are negatives (:func:`simcse_loss`), plus masked-LM through a BERT LM head whose decoder is the
-  word-embedding matrix (:class:`MaskedLMHead`). The second view is the masked copy, so one
-  forward pass gives both the second embedding and the masked-LM logits.
+  are negatives, plus masked-LM through a BERT LM head whose decoder is the word-embedding
+  matrix. The second view is the masked copy, so one forward pass gives both the second
+  embedding and the masked-LM logits.
 * Stage 2, :func:`supcon_finetune`, on the K labelled shots: supervised contrastive loss
-  (Khosla et al., 2020; :func:`supcon_loss`) plus cross-entropy of a cosine classifier whose
-  weights start at the class means. Every layer trains, and the classifier predicts.
+  (Khosla et al., 2020) plus cross-entropy of a cosine classifier whose weights start at the
+  class means. Every layer trains, and the classifier predicts.
+
+The objectives themselves (:func:`~metabook.algorithms.objectives.simcse_loss`,
+:func:`~metabook.algorithms.objectives.supcon_loss`, :func:`~metabook.algorithms.objectives.mask_tokens`,
+:class:`~metabook.algorithms.objectives.MaskedLMHead`) live in :mod:`metabook.algorithms.objectives`
+and are importable from here as well.
 """
 from __future__ import annotations
 
@@ -20,83 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+# The pure objectives live in the algorithms layer; they are re-imported here so that
+# ``from metabook.train.contrastive import simcse_loss`` keeps working (documented there, not here).
+from metabook.algorithms.objectives import MaskedLMHead, mask_tokens, simcse_loss, supcon_loss  # noqa: F401
 from metabook.encoders import mean_pool
 from metabook.train.finetune import clipped_step
 
-__all__ = ["simcse_loss", "supcon_loss", "mask_tokens", "MaskedLMHead", "contrastive_pretrain",
-           "supcon_finetune", "CosineClassifier"]
-
-
-def simcse_loss(a: torch.Tensor, b: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
-    """Unsupervised SimCSE: row ``i`` of ``a`` should pick row ``i`` of ``b`` among all rows of ``b``.
-
-    ``a`` and ``b`` are ``(B, D)`` embeddings of the same ``B`` sentences (two dropout masks);
-    the loss is the cross-entropy of ``cos(a_i, b_j) / tau`` over ``j``.
-    """
-    if a.shape != b.shape or a.dim() != 2 or a.shape[0] < 2:
-        raise ValueError(f"simcse_loss needs two (B, D) batches with B >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
-    logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / tau
-    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
-
-
-def supcon_loss(z: torch.Tensor, y: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
-    """Supervised contrastive loss (Khosla et al., 2020, the "out" form).
-
-    For each anchor ``i`` with at least one other example of its class, minus the mean over its
-    positives ``p`` of ``log softmax_j(cos(z_i, z_j) / tau)[p]``, ``j`` ranging over every other
-    example; averaged over those anchors.
-    """
-    if z.dim() != 2 or y.shape != (z.shape[0],):
-        raise ValueError(f"supcon_loss needs (B, D) embeddings and (B,) labels, got {tuple(z.shape)}, {tuple(y.shape)}")
-    zn = F.normalize(z, dim=1)
-    sim = zn @ zn.T / tau
-    eye = torch.eye(len(y), dtype=torch.bool, device=z.device)
-    log_prob = sim.masked_fill(eye, float("-inf")).log_softmax(dim=1)
-    pos = (y[:, None] == y[None, :]) & ~eye
-    has = pos.any(1)
-    if not has.any():
-        raise ValueError("supcon_loss needs at least two examples of some class in the batch")
-    mean_pos = log_prob.masked_fill(~pos, 0.0).sum(1)[has] / pos.sum(1)[has]
-    return -mean_pos.mean()
-
-
-def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab_size: int,
-                p: float = 0.15, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's masking: choose each non-special token with probability ``p``; of those, 80%
-    become ``mask_id``, 10% a random token and 10% stay. Returns ``(inputs, labels)`` with
-    labels ``-100`` where nothing is predicted. At least one token per batch is chosen."""
-    if not 0 < p < 1:
-        raise ValueError(f"mask probability must be in (0, 1), got {p}")
-    gen = dict(generator=generator)
-    u = torch.rand(input_ids.shape, **gen).to(input_ids.device)
-    chosen = (u < p) & ~special
-    if not chosen.any():  # a very short batch: predict its first ordinary token
-        idx = (~special).flatten().nonzero()[0]
-        chosen.view(-1)[idx] = True
-    labels = input_ids.masked_fill(~chosen, -100)
-    r = torch.rand(input_ids.shape, **gen).to(input_ids.device)
-    inputs = input_ids.masked_fill(chosen & (r < 0.8), mask_id)
-    rand = chosen & (r >= 0.8) & (r < 0.9)
-    random_ids = torch.randint(vocab_size, input_ids.shape, **gen).to(input_ids.device)
-    inputs = torch.where(rand, random_ids, inputs)
-    return inputs, labels
-
-
-class MaskedLMHead(nn.Module):
-    """BERT's LM head with tied weights: ``LayerNorm(gelu(dense(h))) @ E.T + bias``, ``E`` the
-    encoder's word-embedding matrix (shared, not copied). The dense, norm and bias start fresh,
-    since sentence-transformers checkpoints ship without an LM head."""
-
-    def __init__(self, embeddings: nn.Embedding, eps: float = 1e-12) -> None:
-        super().__init__()
-        dim = embeddings.weight.shape[1]
-        self.dense, self.norm = nn.Linear(dim, dim), nn.LayerNorm(dim, eps=eps)
-        self.embeddings = embeddings
-        self.bias = nn.Parameter(torch.zeros(embeddings.weight.shape[0]))
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``(..., D)`` hidden states -> ``(..., V)`` vocabulary logits."""
-        return self.norm(F.gelu(self.dense(hidden))) @ self.embeddings.weight.T + self.bias
+__all__ = ["contrastive_pretrain", "supcon_finetune", "CosineClassifier"]
 
 
 def _pool(encoder: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,10 +102,12 @@ class CosineClassifier(nn.Module):
 
     @classmethod
     def from_means(cls, emb: torch.Tensor, y: torch.Tensor, n_classes: int, scale: float = 20.0) -> "CosineClassifier":
+        """A classifier whose row ``c`` is the mean of the embeddings ``emb`` labelled ``c`` in ``y``."""
         sums = torch.zeros(n_classes, emb.shape[1], device=emb.device).index_add_(0, y, emb)
         return cls(sums / torch.bincount(y, minlength=n_classes)[:, None].clamp(min=1), scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(M, D)`` embeddings -> ``(M, C)`` logits."""
         return self.scale * F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
 
 

@@ -113,7 +113,7 @@ def _seen(rec: dict) -> list[dict]:
     t = rec.get("trained_on", rec)
     if t.get("task") == "mixture":
         return _seen(t["first"]) + _seen(t["second"])
-    if t.get("task") == "datasets":  # every class of several datasets (cross-dataset training)
+    if t.get("task") in ("datasets", "supervised"):  # every class of several datasets (cross-dataset training)
         return [{"data": d, "all": True} for d in t.get("datasets", [])]
     return [t] if t.get("task") == "intents" else []
 

@@ -11,11 +11,17 @@ keeps its slice, and a resumed run sees exactly the batches it would have seen.
 * :class:`SMLMTSource` -- self-supervised SMLMT episodes from unlabeled sentences;
 * :class:`StreamingSMLMTSource` -- the same from a corpus too large for memory, read in
   buffers and sharded over ranks (the one source whose tasks depend on the rank);
-* :class:`MixtureSource` -- each task drawn from one of two sources (Hybrid-SMLMT).
+* :class:`MixtureSource` -- each task drawn from one of two sources (Hybrid-SMLMT);
+* :class:`TextSource` -- unlabeled sentences for the self-supervised controls (masked-LM,
+  SimCSE): task ``i`` holds the sentences of SMLMT episode ``i``, *unmasked*, labels all 0;
+* :class:`SupervisedSource` -- labelled sentences of several intent datasets with *global*
+  label ids, for supervised multi-task training (MAML with zero inner steps and one head
+  over all intents).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +30,14 @@ import torch
 
 from metabook.data.episode import Episode, stack_episodes
 from metabook.data.intents import IntentDataset, load_dataset
+from metabook.data.pooled import PooledIntents
 from metabook.data.sinusoid import SinusoidTasks
 from metabook.data.smlmt import SMLMTSampler
 from metabook.data.smlmt_stream import StreamingSMLMTSampler
 from metabook.tasks import EpisodeSampler
 
 __all__ = ["TaskSource", "SamplerSource", "SinusoidSource", "IntentSource", "SMLMTSource", "MixtureSource",
-           "StreamingSMLMTSource", "read_corpus", "STREAM_BYTES"]
+           "StreamingSMLMTSource", "TextSource", "SupervisedSource", "read_corpus", "STREAM_BYTES"]
 
 #: ``--corpus`` files larger than this many bytes are streamed (:class:`StreamingSMLMTSource`)
 #: even without ``--stream``.
@@ -175,6 +182,13 @@ class SMLMTSource(TaskSource):
     def episode(self, i: int) -> Episode:
         return self.sampler.episode(i)
 
+    def unmasked(self, i: int) -> Episode:
+        """Episode ``i`` with its sentences as they are in the corpus (the label word not masked)."""
+        ep = self.sampler.episode(i)
+        s = self.sampler.sentences
+        return replace(ep, support_x=[s[j] for j in ep.support_idx.tolist()],
+                       query_x=[s[j] for j in ep.query_idx.tolist()])
+
     def trained_on(self) -> dict:
         return {"task": "smlmt", "corpus": self.corpus, "sentences": len(self.sampler.sentences)}
 
@@ -201,9 +215,20 @@ class StreamingSMLMTSource(TaskSource):
         self.sampler = StreamingSMLMTSampler(corpus, n_way, k_shot, n_query, seed=seed, rank=rank,
                                              world_size=world_size, buffer_size=buffer_size, name=name, **kwargs)
         self.corpus = name or (os.fspath(corpus) if isinstance(corpus, (str, os.PathLike)) else None)
+        self._where: tuple[int, dict[int, int]] = (-1, {})
 
     def episode(self, i: int) -> Episode:
         return self.sampler.episode(i)
+
+    def unmasked(self, i: int) -> Episode:
+        """Episode ``i`` with its sentences as they are in the corpus (the label word not masked)."""
+        ep = self.sampler.episode(i)  # loads episode i's buffer
+        s = self.sampler
+        if self._where[0] != s.buffer_index:  # corpus line number -> position in the buffer
+            self._where = (s.buffer_index, {int(line): k for k, line in enumerate(s.buffer_lines)})
+        where, text = self._where[1], s.buffer.sentences
+        return replace(ep, support_x=[text[where[j]] for j in ep.support_idx.tolist()],
+                       query_x=[text[where[j]] for j in ep.query_idx.tolist()])
 
     def trained_on(self) -> dict:
         s = self.sampler
@@ -230,3 +255,91 @@ class MixtureSource(TaskSource):
     def trained_on(self) -> dict:
         return {"task": "mixture", "p": self.p, "first": self.first.trained_on(),
                 "second": self.second.trained_on()}
+
+
+class TextSource(TaskSource):
+    """Unlabeled sentences for the self-supervised controls (``--task text``).
+
+    Task ``i`` holds exactly the sentences of SMLMT episode ``i`` of ``smlmt`` (an
+    :class:`SMLMTSource` or :class:`StreamingSMLMTSource` over the same ``--corpus``, seed and
+    sizes), but **unmasked**, and every label is 0: a masked-LM or SimCSE control sees, step
+    for step, the very sentences a meta-learner sees on ``--task smlmt``, as plain text, with
+    the same number of sentences per task (``n_way * (k_shot + n_query)``).  No validation.
+    """
+
+    def __init__(self, smlmt: SMLMTSource | StreamingSMLMTSource) -> None:
+        if not callable(getattr(smlmt, "unmasked", None)):
+            raise TypeError(f"TextSource needs an SMLMT source (with .unmasked(i)), got {type(smlmt).__name__}")
+        self.smlmt = smlmt
+
+    def episode(self, i: int) -> Episode:
+        ep = self.smlmt.unmasked(i)
+        return replace(ep, support_y=torch.zeros_like(ep.support_y), query_y=torch.zeros_like(ep.query_y),
+                       classes=["text"])
+
+    def trained_on(self) -> dict:
+        return {"task": "text", "sentences": "those of the SMLMT episodes, unmasked", "smlmt": self.smlmt.trained_on()}
+
+
+class _LabelSpace(list):
+    """The global class names (label ``j`` is ``self[j]``), with a short ``repr`` for messages."""
+
+    def __init__(self, classes: list[str], dataset: str) -> None:
+        super().__init__(classes)
+        self.dataset = dataset
+
+    def __repr__(self) -> str:
+        return f"<a {self.dataset} task over {len(self)} global classes>"
+
+
+class SupervisedSource(TaskSource):
+    """Supervised multi-task training data (``--task supervised``): task ``i`` is ``k_shot +
+    n_query`` labelled sentences of **one** dataset of ``pool``, with **global** label ids.
+
+    The dataset is drawn uniformly (each dataset is one task family, whatever its size), then
+    its sentences uniformly without replacement; the first ``k_shot`` are the support set, the
+    rest the query set.  Labels index ``pool.classes``, one label space over all intents of
+    all datasets, fixed across tasks, so one linear head over all intents is trained: with
+    :class:`~metabook.algorithms.maml.MAML` and zero inner steps, ordinary supervised
+    multi-task training on the query sets (the support set is then unused).  Task ``i``
+    depends only on ``(seed, i)``.  No validation.
+
+    Args:
+        pool: the datasets (:func:`~metabook.data.pooled.pool_intents`), e.g. every dataset but
+            the target, with the target's overlap removed.
+        k_shot, n_query: sentences per task in the support and query sets.
+        seed: seed of the task stream.
+    """
+
+    def __init__(self, pool: PooledIntents, k_shot: int, n_query: int, seed: int = 0) -> None:
+        self.pool, self.k_shot, self.n_query, self.seed = pool, int(k_shot), int(n_query), int(seed)
+        need = self.k_shot + self.n_query
+        self.members = {}
+        for d, name in enumerate(pool.datasets):
+            idx = pool.members(d)
+            if 0 < len(idx) < need:
+                raise ValueError(f"{name} has {len(idx)} sentences left, fewer than k_shot + n_query = {need}")
+            if len(idx):
+                self.members[d] = idx
+        if not self.members:
+            raise ValueError("no dataset has sentences left to train on")
+        self._spaces = {d: _LabelSpace(pool.classes, pool.datasets[d]) for d in self.members}
+
+    @property
+    def num_classes(self) -> int:
+        """Width of the global head."""
+        return self.pool.num_classes
+
+    def episode(self, i: int) -> Episode:
+        rng = np.random.default_rng([self.seed, 13, int(i)])
+        keys = sorted(self.members)
+        d = keys[int(rng.integers(len(keys)))]
+        idx = rng.choice(self.members[d], size=self.k_shot + self.n_query, replace=False)
+        y = torch.as_tensor(self.pool.label_ids[idx])
+        texts = [self.pool.texts[j] for j in idx.tolist()]
+        k = self.k_shot
+        return Episode(texts[:k], y[:k], texts[k:], y[k:], self._spaces[d], torch.as_tensor(idx[:k]),
+                       torch.as_tensor(idx[k:]))
+
+    def trained_on(self) -> dict:
+        return {"task": "supervised", **self.pool.describe()}
