@@ -288,3 +288,15 @@ def test_peer_and_levers_are_shown_with_their_base(folder):
 
 def test_levers_table_is_empty_without_lever_files(folder):
     assert results.levers_table(results.Results(folder)) == ""
+
+
+def test_recipe_sentence_pairs_over_draws(folder):
+    few = folder / "fewshot_intent"
+    (few / "fullway_hwu64_protonet.json").write_text(json.dumps(fullway(80.0, 86.0, "fewshot")))
+    (few / "fullway_hwu64_cpft.json").write_text(json.dumps(fullway(78.0, 86.0, "fewshot")))
+    assert results.recipe_sentence(results.Results(folder)) == (
+        "CPFT's recipe on MiniLM against meta-trained on the shots, paired over the draws: HWU64 5-shot below it "
+        "(-2.00\xa0±\xa00.00); HWU64 10-shot level with it (+0.00\xa0±\xa00.00)")
+    assert results.recipe_sentence(results.Results(folder), versus="frozen") == (
+        "CPFT's recipe on MiniLM against frozen prototypes, paired over the draws: HWU64 5-shot above it "
+        "(+3.00\xa0±\xa00.00); HWU64 10-shot above it (+6.00\xa0±\xa00.00)")

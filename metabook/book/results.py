@@ -428,6 +428,23 @@ def larger_encoder_sentence(res: Results, lever: str = "logreg-mpnet") -> str:
             f"({'; '.join(gaps)})")
 
 
+def recipe_sentence(res: Results, algo: str = "cpft", versus: str = "protonet") -> str:
+    """``algo`` (CPFT's recipe on MiniLM) against ``versus`` (the meta-trained column), paired over
+    the same draws, per dataset and K; one sentence from the committed files."""
+    parts = []
+    for d, name in NAMES.items():
+        a, b = (res.get(f"fewshot_intent/fullway_{d}_{x}.json") for x in (algo, versus))
+        if a is None or b is None:
+            continue
+        for k in FULLWAY_SHOTS:
+            m, h = report.paired_draws(a, b, k)
+            word = "above" if m - h > 0 else "below" if m + h < 0 else "level with"
+            parts.append(f"{name} {k}-shot {word} it ({pm(m, h, signed=True)})")
+    if not parts:
+        return f"no {report.FEWSHOT_ALGOS[algo]} run is committed yet"
+    return f"{report.FEWSHOT_ALGOS[algo]} against {report.FEWSHOT_ALGOS[versus]}, paired over the draws: " + "; ".join(parts)
+
+
 def fewshot_goals(res: Results) -> dict[str, dict[int, tuple[str, float, float]]]:
     """``{data: {K: (best method, its mean − CPFT, t half-width)}}`` on the DNNC/CPFT splits."""
     return {d: {k: report.fewshot_goal(recs, d, k) for k in FULLWAY_SHOTS}
