@@ -349,7 +349,8 @@ def published_draw_table(results: Path) -> list[str]:
                 "head (`--algo setfit`); `num_iterations` (2 × iterations pairs per shot) chosen on `valid` from "
                 + ", ".join(sorted({str(v) for d in found if (r := peers[d].get("setfit"))
                                     for k in (5, 10) for v in r["results"][f"{k}shot"]["valid_sweep"]}))
-                + ". " + " ".join(notes)]
+                + ". " + " ".join(notes) + " The seconds a step are wall-clock times of these runs, which shared the "
+                "machine with other benchmarks; a quiet machine is faster."]
     return out
 
 
